@@ -1,0 +1,39 @@
+# Everyday commands. `make test` sets itself up from nothing (venv + pinned requirements) and runs pytest.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test test-all lint demo bench toy clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip >/dev/null
+	$(PY) -m pip install -r requirements-dev.txt
+	touch $(STAMP)
+
+# Fast suite (everything but tests marked slow). pytest exit code 5 ("no tests ran") is a failure here.
+test: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Everything, the multi-process and longer end-to-end tests included.
+test-all: venv
+	$(PY) -m pytest -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+# Generate the small toy world (the test size) under data/toy.
+toy: venv
+	$(PY) data/make_toy_data.py --root data/toy --seed 0 --size small
+
+demo: venv
+	$(PY) scripts/demo.py
+
+bench: venv
+	$(PY) bench/train_step.py
+
+clean:
+	rm -rf output demo_output .pytest_cache
