@@ -1,0 +1,269 @@
+"""The config tree: an EasyDict that can be frozen, cloned and merged with type checks.
+
+Used by `common/config.py`; errors name the source (a file or "command line") and the dotted key.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from easydict import EasyDict
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that does not fit the defaults."""
+
+
+class ConfigNode(EasyDict):
+    """A mapping with attribute access (`cfg.TRAIN.LR`), nested `ConfigNode`s for sections.
+
+    Names starting with "_" are private attributes, never config keys. After `freeze()`, setting or
+    deleting any key at any depth (nodes inside lists included) raises `ConfigError`.
+    """
+
+    def __init__(self, d: Mapping | None = None, **kwargs: Any):
+        # EasyDict.__init__ would copy the methods of subclasses into the dict, so it is not called.
+        object.__setattr__(self, "_frozen", False)
+        for key, value in {**dict(d or {}), **kwargs}.items():
+            self[key] = value
+
+    # ----- access ---------------------------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        self._check_mutable(name)
+        dict.__setitem__(self, name, _to_nodes(value))
+
+    __setitem__ = __setattr__
+
+    def __delattr__(self, name: str) -> None:
+        self._check_mutable(name)
+        dict.__delitem__(self, name)
+
+    __delitem__ = __delattr__
+
+    def update(self, e: Mapping | None = None, **f: Any) -> None:
+        for key, value in {**dict(e or {}), **f}.items():
+            self[key] = value
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._check_mutable(key)
+        return dict.pop(self, key, *default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self) -> tuple:
+        self._check_mutable("<any>")
+        return dict.popitem(self)
+
+    def clear(self) -> None:
+        self._check_mutable("<all>")
+        dict.clear(self)
+
+    def _check_mutable(self, name: str) -> None:
+        if self.__dict__.get("_frozen", False):
+            raise ConfigError(f"cannot change key {name!r}: the config is frozen (use cfg.clone() for a mutable copy)")
+
+    # ----- freezing and copies ----------------------------------------------------------------------------
+    def freeze(self) -> ConfigNode:
+        """Make this node and every node below it read-only; returns self."""
+        for value in self.values():
+            for node in _nodes_in(value):
+                node.freeze()
+        object.__setattr__(self, "_frozen", True)
+        return self
+
+    @property
+    def is_frozen(self) -> bool:
+        return self.__dict__.get("_frozen", False)
+
+    def clone(self) -> ConfigNode:
+        """A mutable deep copy (private attributes included)."""
+        copy = type(self)()
+        for name, value in self.__dict__.items():
+            if name != "_frozen":
+                object.__setattr__(copy, name, _clone_value(value))
+        for key, value in self.items():
+            copy[key] = _clone_value(value)
+        return copy
+
+    def __deepcopy__(self, memo: dict) -> ConfigNode:
+        copy = self.clone()
+        return copy.freeze() if self.is_frozen else copy
+
+    def __reduce__(self):
+        # Pickle (DataLoader workers) as a plain dict plus the frozen flag.
+        return (_rebuild_node, (type(self), self.to_dict(keep_tuples=True), self.is_frozen))
+
+    def to_dict(self, keep_tuples: bool = False) -> dict:
+        """Plain python types (dict, list, str, numbers, bool, None) for YAML dumps and checkpoints.
+
+        Tuples become lists unless keep_tuples (used for pickling, where types must survive).
+        """
+        return {key: _plain(value, keep_tuples) for key, value in self.items()}
+
+
+def _rebuild_node(cls: type, data: dict, frozen: bool) -> ConfigNode:
+    node = cls(data)
+    return node.freeze() if frozen else node
+
+
+def _to_nodes(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, ConfigNode):
+        return ConfigNode(value)
+    if type(value) in (list, tuple):
+        return type(value)(_to_nodes(item) for item in value)
+    return value
+
+
+def _nodes_in(value: Any) -> Iterator[ConfigNode]:
+    if isinstance(value, ConfigNode):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _nodes_in(item)
+
+
+def _clone_value(value: Any) -> Any:
+    if isinstance(value, ConfigNode):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone_value(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _clone_value(item) for key, item in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return type(value)(value)
+    return value
+
+
+def _plain(value: Any, keep_tuples: bool) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _plain(item, keep_tuples) for key, item in value.items()}
+    if isinstance(value, tuple) and keep_tuples:
+        return tuple(_plain(item, keep_tuples) for item in value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, keep_tuples) for item in value]
+    return value
+
+
+# ----- merging with checks --------------------------------------------------------------------------------
+# A parser receives (value, source, dotted_key) and returns the value to store, or raises ConfigError.
+Parser = Callable[[Any, str, str], Any]
+
+
+def dotted_keys(node: Mapping, prefix: str = "") -> list[str]:
+    """Every key of the tree as a dotted path ("TRAIN.LR", "NETWORK.VLBERT.hidden_size", ...)."""
+    keys = []
+    for key, value in node.items():
+        keys.append(prefix + key)
+        if isinstance(value, Mapping):
+            keys.extend(dotted_keys(value, prefix + key + "."))
+    return keys
+
+
+def unknown_key_error(source: str, dotted: str, candidates: list[str]) -> ConfigError:
+    """`typo.yaml: unknown key TRAIN.LRR (did you mean TRAIN.LR?)`."""
+    guess = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
+    hint = f" (did you mean {guess[0]}?)" if guess else ""
+    return ConfigError(f"{source}: unknown key {dotted}{hint}")
+
+
+def type_error(source: str, dotted: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{source}: key {dotted} expects {expected}, found {type(value).__name__} ({value!r})")
+
+
+def coerce_like(default: Any, value: Any, source: str, dotted: str) -> Any:
+    """Check `value` against the type of `default` and return it normalised to that type.
+
+    int -> float is allowed; list and tuple take the default's type; a None default accepts anything;
+    a bool must be a bool (and a bool is not a number).
+    """
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise type_error(source, dotted, "bool", value)
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise type_error(source, dotted, "int", value)
+        return value
+    if isinstance(default, float):
+        return to_float(value, source, dotted)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise type_error(source, dotted, "str", value)
+        return value
+    if isinstance(default, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise type_error(source, dotted, "a list", value)
+        return type(default)(value)
+    raise type_error(source, dotted, type(default).__name__, value)
+
+
+def to_float(value: Any, source: str, dotted: str) -> float:
+    """A number as float. Also takes strings like "7e-5": PyYAML reads an exponent without a dot as a string."""
+    if isinstance(value, bool):
+        raise type_error(source, dotted, "float", value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and _looks_like_exponent_number(value):
+        return float(value)
+    raise type_error(source, dotted, "float", value)
+
+
+def _looks_like_exponent_number(text: str) -> bool:
+    mantissa, sep, exponent = text.strip().lower().partition("e")
+    if not sep:
+        return False
+    mantissa = mantissa.lstrip("+-")
+    return (mantissa.replace(".", "", 1).isdigit()) and exponent.lstrip("+-").isdigit()
+
+
+def merge_mapping(
+    node: ConfigNode,
+    values: Any,
+    source: str,
+    prefix: str,
+    parsers: Mapping[str, Parser],
+    schema_prefix: str | None = None,
+) -> None:
+    """Merge `values` (a mapping) into `node` key by key, recursing into sections.
+
+    `prefix` is the dotted path shown in errors ("DATASET[1]." for list entries); `schema_prefix` is the
+    path used to find a key's parser ("DATASET."). Unknown keys and wrong types raise ConfigError.
+    """
+    schema_prefix = prefix if schema_prefix is None else schema_prefix
+    if not isinstance(values, Mapping):
+        raise type_error(source, prefix.rstrip(".") or "<top level>", "a mapping", values)
+    for key, value in values.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in node:
+            siblings = [prefix + k for k in node]
+            raise unknown_key_error(source, dotted, siblings or dotted_keys(node, prefix))
+        node[key] = merge_value(node[key], value, source, dotted, f"{schema_prefix}{key}", parsers)
+
+
+def merge_value(
+    current: Any, value: Any, source: str, dotted: str, schema_key: str, parsers: Mapping[str, Parser]
+) -> Any:
+    """The value to store at `dotted` when `value` is merged onto `current`."""
+    if schema_key in parsers:
+        return parsers[schema_key](value, source, dotted)
+    if isinstance(current, ConfigNode):
+        merge_mapping(current, value, source, dotted + ".", parsers, schema_key + ".")
+        return current
+    if isinstance(value, Mapping):
+        raise type_error(source, dotted, f"a {type(current).__name__} value, not a section", value)
+    return coerce_like(current, value, source, dotted)

@@ -1,0 +1,39 @@
+"""Pretraining's config keys (Conceptual Captions + text corpus, MLM / MVRC / relationship losses)."""
+from common.config import ConfigNode, allow_dataset_list
+
+
+def add_pretrain_defaults(cfg: ConfigNode) -> None:
+    """Add the pretraining keys to the shared defaults; DATASET may then be a list of sections."""
+    # Answer vocabulary file; no effect in pretraining; accepted for compatibility.
+    cfg.DATASET.ANSWER_VOCAB_FILE = ""
+    # Answer vocabulary size; no effect in pretraining; accepted for compatibility.
+    cfg.DATASET.ANSWER_VOCAB_SIZE = 3129
+    # Max tokens per sample: text + boxes for captions, wordpieces for the text corpus.
+    cfg.DATASET.SEQ_LEN = 64
+    # Text corpus: append following lines until a sample has at least this many words.
+    cfg.DATASET.MIN_SEQ_LEN = 0
+
+    # Masked visual-linguistic modelling mode of the original VCR module; must stay False.
+    cfg.NETWORK.FOR_MASK_VL_MODELING_PRETRAIN = False
+    # Relationship (caption matches image) loss on the pooled output.
+    cfg.NETWORK.WITH_REL_LOSS = True
+    # Masked language modelling loss.
+    cfg.NETWORK.WITH_MLM_LOSS = True
+    # Masked RoI classification (with linguistic clues) loss.
+    cfg.NETWORK.WITH_MVRC_LOSS = True
+    # MLM loss: mean per sample first, then over samples (instead of over all masked tokens).
+    cfg.NETWORK.MLM_LOSS_NORM_IN_BATCH_FIRST = False
+    # MVRC loss: mean per sample first, then over samples (instead of over all masked RoIs).
+    cfg.NETWORK.MVRC_LOSS_NORM_IN_BATCH_FIRST = False
+    # End-to-end mode: zero the pixels inside masked RoIs (else replace their features by a learned vector).
+    cfg.NETWORK.MASK_RAW_PIXELS = True
+
+    # Do not load BERT weights: train VL-BERT from random initialisation.
+    cfg.NETWORK.VLBERT.from_scratch = False
+    # Freeze the position embedding table.
+    cfg.NETWORK.VLBERT.pos_embedding_frozen = False
+    # Number of detector classes predicted by the MVRC head (Visual Genome 1600 + background).
+    cfg.NETWORK.VLBERT.visual_region_classes = 1601
+
+    cfg.TRAIN.LOSS_LOGGERS = [("relationship_loss", "RelLoss"), ("mlm_loss", "MLMLoss"), ("mvrc_loss", "MVRCLoss")]
+    allow_dataset_list(cfg)
