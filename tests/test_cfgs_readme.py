@@ -1,0 +1,44 @@
+"""cfgs/README.md lists every original config with the batch and effective LR the config really gives."""
+import re
+from pathlib import Path
+
+import pytest
+
+from common.config import load_config
+from pretrain.config import add_pretrain_defaults
+from refcoco.config import add_refcoco_defaults
+from vcr.config import add_vcr_defaults
+from vqa.config import add_vqa_defaults
+
+ROOT = Path(__file__).resolve().parents[1]
+ADDERS = {"pretrain": add_pretrain_defaults, "vcr": add_vcr_defaults, "vqa": add_vqa_defaults,
+          "refcoco": add_refcoco_defaults}
+ORIGINALS = sorted(p for p in (ROOT / "cfgs").glob("*/*.yaml") if not p.name.startswith("toy"))
+
+
+def table_rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in (ROOT / "cfgs" / "README.md").read_text().splitlines():
+        match = re.match(r"\| `([a-z]+/[^`]+\.yaml)` \|(.*)\|$", line)
+        if match:
+            rows[match.group(1)] = [cell.strip() for cell in match.group(2).split("|")]
+    return rows
+
+
+@pytest.mark.parametrize("path", ORIGINALS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_table_row_matches_config(path):
+    key = f"{path.parent.name}/{path.name}"
+    row = table_rows().get(key)
+    assert row is not None, f"cfgs/README.md has no row for {key}"
+    cfg = load_config(str(path), add_task_defaults=ADDERS[path.parent.name])
+    if cfg.TRAIN.END_EPOCH == 0:  # inference-only config
+        return
+    gpus = int(re.search(r"(\d+)x16G", path.name).group(1))
+    per_gpu = cfg.TRAIN.BATCH_IMAGES
+    total = gpus * (sum(per_gpu) if isinstance(per_gpu, (list, tuple)) else per_gpu) * cfg.TRAIN.GRAD_ACCUMULATE_STEPS
+    assert row[2].endswith(f"= {total}"), f"{key}: table says {row[2]!r}, config gives total batch {total}"
+    assert float(row[3]) == pytest.approx(cfg.TRAIN.LR)
+    assert float(row[4]) == pytest.approx(cfg.TRAIN.LR * total, rel=1e-3)
+    assert row[1] == cfg.TRAIN.OPTIMIZER
+    assert row[6] == str(cfg.TRAIN.END_EPOCH)
+    assert row[7] == ("yes" if cfg.TRAIN.FP16 else "no")
