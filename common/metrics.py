@@ -18,6 +18,7 @@ class Metric:
         self.reset()
 
     def reset(self) -> None:
+        # kept on the device of the first update, so training steps add no host sync; moved to CPU in compute()
         self.total = torch.zeros(2, dtype=torch.float64)
 
     def batch_stats(self, outputs: dict, batch: dict) -> tuple[Tensor | float, Tensor | float]:
@@ -26,15 +27,17 @@ class Metric:
     @torch.no_grad()
     def update(self, outputs: dict, batch: dict) -> None:
         value, count = self.batch_stats(outputs, batch)
-        value = torch.as_tensor(value, dtype=torch.float64).detach().cpu()
-        count = torch.as_tensor(count, dtype=torch.float64).detach().cpu()
-        self.total += torch.stack([value.sum(), count.sum()])
+        value = torch.as_tensor(value, dtype=torch.float64).detach()
+        count = torch.as_tensor(count, dtype=torch.float64, device=value.device).detach()
+        if self.total.device != value.device:
+            self.total = self.total.to(value.device)
+        self.total = self.total + torch.stack([value.sum(), count.sum()])
 
     def compute(self, reduce: bool = True) -> float:
         """Mean over all updates, summed over ranks when distributed (every rank must call it)."""
-        total = self.total.clone()
+        total = self.total.detach().clone()
         if reduce and torch_dist.is_available() and torch_dist.is_initialized():
-            device = "cuda" if torch_dist.get_backend() == "nccl" else "cpu"
+            device = torch.device("cuda", torch.cuda.current_device()) if torch_dist.get_backend() == "nccl" else "cpu"
             total = total.to(device)
             torch_dist.all_reduce(total)
             total = total.cpu()

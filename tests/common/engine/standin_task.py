@@ -1,0 +1,73 @@
+"""A tiny stand-in task (seeded random regression data, a small MLP with dropout) to test the engine alone."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from common.engine.task import Task
+from common.metrics import Metric
+
+
+class StandInDataset(Dataset):
+    PAD_RULES = {"x": None, "y": None}
+
+    def __init__(self, size: int, nan_indices: tuple[int, ...] = ()):
+        generator = torch.Generator().manual_seed(size)
+        self.x = torch.randn(size, 6, generator=generator)
+        self.y = (self.x @ torch.linspace(-1, 1, 6)).unsqueeze(-1)
+        self.nan_indices = set(nan_indices)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        x = self.x[index].clone()
+        if index in self.nan_indices:
+            x[0] = float("nan")
+        return {"x": x, "y": self.y[index], "index": index}
+
+
+class StandInModule(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, 1))
+        # a rank that must crash (launcher test): set STANDIN_CRASH_RANK
+        self.crash_rank = int(os.environ.get("STANDIN_CRASH_RANK", "-1"))
+
+    @classmethod
+    def from_config(cls, cfg) -> StandInModule:
+        return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
+
+    def forward(self, batch: dict) -> dict:
+        if self.training and int(os.environ.get("RANK", "0")) == self.crash_rank:
+            raise RuntimeError("stand-in crash")
+        if self.training and os.environ.get("STANDIN_SLEEP"):
+            time.sleep(float(os.environ["STANDIN_SLEEP"]))
+        prediction = self.net(batch["x"])
+        loss = nn.functional.mse_loss(prediction, batch["y"])
+        return {"loss": loss, "prediction": prediction, "mse": loss.detach()}
+
+
+class NegativeMSE(Metric):
+    def batch_stats(self, outputs, batch):
+        err = ((outputs["prediction"] - batch["y"]) ** 2).sum()
+        return -err, batch["y"].shape[0]
+
+
+def build_dataset(cfg, split: str) -> StandInDataset:
+    size = 32 if split == "train" else 12
+    nan = tuple(int(i) for i in os.environ.get("STANDIN_NAN", "").split(",") if i) if split == "train" else ()
+    return StandInDataset(size, nan)
+
+
+STANDIN = Task(
+    name="standin",
+    add_defaults=lambda cfg: None,
+    build_dataset=build_dataset,
+    modules={"StandIn": StandInModule},
+    build_metrics=lambda cfg: [NegativeMSE("NegMSE")],
+)
