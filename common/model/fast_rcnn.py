@@ -1,0 +1,236 @@
+"""RoI features for VL-BERT: ResNet C1-C4 -> RoIAlign -> C5 head -> average pool, plus box geometry, projected.
+
+Parameter names are the original `common/fast_rcnn.py` keys (`backbone.*`, `roi_head_feature_extractor.*`,
+`obj_downsample.1.*`, `object_embed.*`, `regularizing_predictor.*`), so released checkpoints load after
+`map_original_fast_rcnn_keys`. In precomputed mode no CNN is built and per-box features come with the batch.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from common.model.box_geometry import box_geometry_embedding
+from common.model.resnet import (
+    ResNet,
+    check_frozen_stages,
+    freeze_batchnorm_params,
+    load_resnet_weights,
+    make_stage,
+    resnet_spec,
+    resolve_resnet_weights_path,
+    set_batchnorm_eval,
+)
+from common.model.state_dict_io import CheckpointError, load_state_dict_with_report
+
+log = logging.getLogger(__name__)
+
+GEOMETRY_DIM = 2048
+NUM_OBJECT_CLASSES = 81  # background + 80 COCO classes
+SEMANTIC_DIM = 128
+ROI_SIZE = 14
+ROI_SCALE = 1.0 / 16
+
+
+class FastRCNN(nn.Module):
+    """Per-box features [B, N, final_dim] from images [B, 3, H, W] and boxes [B, N, 4] (resized-image pixels)."""
+
+    def __init__(self, num_layers: int = 101, c5_dilated: bool = True, stride_in_1x1: bool = True,
+                 final_dim: int = 768, semantic: bool = False, precomputed: bool = False,
+                 enable_cnn_reg_loss: bool = False, frozen_stages: Iterable[int] = (1, 2), frozen_bn: bool = True,
+                 channels_last: bool = False, precomputed_dim: int = 2048):
+        super().__init__()
+        self.precomputed = precomputed
+        self.frozen_bn = frozen_bn and not precomputed
+        self.enable_cnn_reg_loss = enable_cnn_reg_loss and not precomputed
+        frozen_stages = check_frozen_stages(frozen_stages)
+        if precomputed:
+            self.feature_dim = precomputed_dim
+        else:
+            block, layers = resnet_spec(num_layers)
+            self.backbone = ResNet(block, layers[:3], stride_in_1x1=stride_in_1x1,
+                                   frozen_stages=[s for s in frozen_stages if s < 5], frozen_bn=frozen_bn,
+                                   channels_last=channels_last)
+            # the original built this with backbone._make_layer, so its keys are those of torchvision's layer4;
+            # it is as deep as that depth's layer4 (3 blocks for ResNet-34/50/101/152, 2 for ResNet-18)
+            self.roi_head_feature_extractor = make_stage(
+                block, self.backbone.out_channels, 512, layers[3], stride=1 if c5_dilated else 2,
+                dilation=2 if c5_dilated else 1, stride_in_1x1=stride_in_1x1)
+            if channels_last:
+                self.roi_head_feature_extractor.to(memory_format=torch.channels_last)
+            if 5 in frozen_stages:
+                self.roi_head_feature_extractor.requires_grad_(False)
+            if frozen_bn:
+                freeze_batchnorm_params(self.roi_head_feature_extractor)
+            self.feature_dim = 512 * block.expansion
+            if self.enable_cnn_reg_loss:
+                self.regularizing_predictor = nn.Linear(self.feature_dim, NUM_OBJECT_CLASSES)
+        self.object_embed = nn.Embedding(NUM_OBJECT_CLASSES, SEMANTIC_DIM) if semantic else None
+        in_dim = GEOMETRY_DIM + self.feature_dim + (SEMANTIC_DIM if semantic else 0)
+        self.obj_downsample = nn.Sequential(nn.Dropout(0.1), nn.Linear(in_dim, final_dim), nn.ReLU(inplace=True))
+
+    @classmethod
+    def from_config(cls, cfg, **overrides) -> FastRCNN:
+        """Build from cfg.NETWORK.IMAGE_* keys; keyword `overrides` replace constructor arguments.
+
+        The regulariser follows the original VCR rule `ENABLE_CNN_REG_LOSS and not CNN_LOSS_TOP`.
+        """
+        net = cfg.NETWORK
+        if net.get("OUTPUT_CONV5", False):
+            raise ValueError("NETWORK.OUTPUT_CONV5=true is not supported (the original option never worked); "
+                             "set it false")
+        kwargs = dict(
+            num_layers=net.IMAGE_NUM_LAYERS, c5_dilated=net.IMAGE_C5_DILATED, stride_in_1x1=net.IMAGE_STRIDE_IN_1x1,
+            final_dim=net.IMAGE_FINAL_DIM, semantic=net.IMAGE_SEMANTIC, precomputed=net.IMAGE_FEAT_PRECOMPUTED,
+            enable_cnn_reg_loss=bool(net.ENABLE_CNN_REG_LOSS) and not net.get("CNN_LOSS_TOP", False),
+            frozen_stages=net.IMAGE_FROZEN_BACKBONE_STAGES, frozen_bn=net.IMAGE_FROZEN_BN,
+            channels_last=bool(net.get("IMAGE_CHANNELS_LAST", False)),
+        )
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    # ---- weights ---------------------------------------------------------------------------------------------
+    def load_backbone_weights(self, path: str) -> None:
+        """Load a flat ResNet state dict: stem + layer1-3 into `backbone.*`, `layer4.*` into the C5 RoI head."""
+        if self.precomputed:
+            return
+        state = load_resnet_weights(path)
+        stem = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
+        head = {k[len("layer4."):]: v for k, v in state.items() if k.startswith("layer4.")}
+        for module, part, name in ((self.backbone, stem, "stem + layer1-3"), (self.roi_head_feature_extractor, head,
+                                                                             "layer4 (C5 RoI head)")):
+            # Caffe-converted files may lack num_batches_tracked; anything else missing means a wrong file
+            missing = [k for k in module.state_dict() if k not in part and not k.endswith("num_batches_tracked")]
+            if missing:
+                raise CheckpointError(f"{path}: {name} weights missing, e.g. {missing[:5]} "
+                                      f"(is NETWORK.IMAGE_NUM_LAYERS right for this file?)")
+            load_state_dict_with_report(module, part, source=f"{path} [{name}]")
+
+    def load_pretrained_from_config(self, cfg) -> None:
+        """The original `init_weight`: load `{IMAGE_PRETRAINED}-{IMAGE_PRETRAINED_EPOCH:04d}.model` if set."""
+        net = cfg.NETWORK
+        if self.precomputed:
+            return
+        if not net.IMAGE_PRETRAINED:
+            log.warning("NETWORK.IMAGE_PRETRAINED is empty: the ResNet keeps its random initialisation")
+            return
+        self.load_backbone_weights(resolve_resnet_weights_path(net.IMAGE_PRETRAINED, net.IMAGE_PRETRAINED_EPOCH))
+
+    # ---- modes -----------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> FastRCNN:
+        super().train(mode)
+        if self.frozen_bn:
+            self.bn_eval()
+        return self
+
+    def bn_eval(self) -> None:
+        set_batchnorm_eval(self)
+
+    # ---- forward ---------------------------------------------------------------------------------------------
+    def roi_features(self, images: Tensor, boxes: Tensor, box_index: Tensor, segms: Tensor | None) -> Tensor:
+        """C4 map -> RoIAlign (float32, legacy alignment) -> C5 head -> (mask) -> mean pool: [K, feature_dim].
+
+        box_index [K, 2] = (image, box) pairs of the valid boxes.
+        """
+        c4 = self.backbone(images)
+        rois = torch.cat([box_index[:, :1].to(torch.float32), boxes[box_index[:, 0], box_index[:, 1]].float()], 1)
+        pooled = roi_align(c4.float(), rois, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE,
+                           sampling_ratio=1, aligned=False).to(c4.dtype)
+        if self.backbone.channels_last:
+            pooled = pooled.contiguous(memory_format=torch.channels_last)
+        c5 = self.roi_head_feature_extractor(pooled)
+        if segms is not None:
+            masks = segms[box_index[:, 0], box_index[:, 1]].unsqueeze(1).to(c5.dtype)  # [K, 1, 14, 14]
+            if masks.shape[-2:] != c5.shape[-2:]:  # non-dilated C5 is 7x7
+                masks = F.adaptive_avg_pool2d(masks, c5.shape[-2:])
+            c5 = c5 * masks
+        return c5.mean(dim=(2, 3))
+
+    def forward(self, images: Tensor | None, boxes: Tensor, box_mask: Tensor, im_info: Tensor,
+                box_features: Tensor | None = None, classes: Tensor | None = None, segms: Tensor | None = None,
+                mvrc_ops: Tensor | None = None, mask_visual_embed: Tensor | None = None) -> dict[str, Tensor]:
+        """Features of every valid box; padding rows of the outputs are zero.
+
+        Args:
+            images: [B, 3, H, W] normalised, padded images (None in precomputed mode).
+            boxes: [B, N, 4] x1, y1, x2, y2 in resized-image pixels; box_mask: [B, N] bool.
+            im_info: [B, >=2] resized (unpadded) width, height, ...
+            box_features: [B, N, feature_dim] precomputed features (precomputed mode only).
+            classes: [B, N] object class ids (needed by IMAGE_SEMANTIC and the CNN regulariser).
+            segms: [B, N, 14, 14] instance masks multiplied into the C5 map before pooling (VCR).
+            mvrc_ops: [B, N]; with `mask_visual_embed` [feature_dim], features of boxes with op == 1 are
+                replaced by that learned vector (pretraining with MASK_RAW_PIXELS false).
+        Returns:
+            obj_reps [B, N, final_dim], obj_reps_raw [B, N, feature_dim]; with the regulariser also
+            obj_logits [K, 81], obj_labels [K] and cnn_regularization_loss [1] over the K valid boxes.
+        """
+        box_index = box_mask.nonzero()  # [K, 2], row-major: image-major, then box order
+        if box_index.shape[0] == 0:
+            raise ValueError("FastRCNN: box_mask has no valid box (every sample needs at least the whole-image box)")
+        labels = None if classes is None else classes[box_index[:, 0], box_index[:, 1]].long()
+        if self.precomputed:
+            if box_features is None or box_features.shape[-1] != self.feature_dim:
+                found = None if box_features is None else tuple(box_features.shape)
+                raise ValueError(f"FastRCNN (IMAGE_FEAT_PRECOMPUTED): expected box_features [B, N, "
+                                 f"{self.feature_dim}], found {found}")
+            feats = box_features[box_index[:, 0], box_index[:, 1]]
+        else:
+            if images is None:
+                raise ValueError("FastRCNN: images are None but NETWORK.IMAGE_FEAT_PRECOMPUTED is false")
+            feats = self.roi_features(images, boxes, box_index, segms)
+
+        outputs: dict[str, Tensor] = {}
+        if self.enable_cnn_reg_loss:
+            if labels is None:
+                raise ValueError("FastRCNN: NETWORK.ENABLE_CNN_REG_LOSS needs object `classes` in the batch")
+            logits = self.regularizing_predictor(feats)
+            outputs.update(obj_logits=logits, obj_labels=labels,
+                           cnn_regularization_loss=F.cross_entropy(logits.float(), labels).unsqueeze(0))
+        if mvrc_ops is not None and mask_visual_embed is not None:
+            masked = (mvrc_ops[box_index[:, 0], box_index[:, 1]] == 1).unsqueeze(1)
+            feats = torch.where(masked, mask_visual_embed.to(feats.dtype).expand_as(feats), feats)
+
+        parts = [box_geometry_embedding(boxes[box_index[:, 0], box_index[:, 1]], im_info[box_index[:, 0], :2]),
+                 feats]
+        if self.object_embed is not None:
+            if labels is None:
+                raise ValueError("FastRCNN: NETWORK.IMAGE_SEMANTIC needs object `classes` in the batch")
+            parts.append(self.object_embed(labels))
+        dtype = torch.promote_types(feats.dtype, self.obj_downsample[1].weight.dtype)
+        final = self.obj_downsample(torch.cat([p.to(dtype) for p in parts], dim=-1))
+
+        batch, num_boxes = box_mask.shape
+        obj_reps = final.new_zeros(batch, num_boxes, final.shape[-1])
+        obj_reps = obj_reps.index_put((box_index[:, 0], box_index[:, 1]), final)
+        obj_reps_raw = feats.new_zeros(batch, num_boxes, feats.shape[-1])
+        obj_reps_raw = obj_reps_raw.index_put((box_index[:, 0], box_index[:, 1]), feats)
+        outputs.update(obj_reps=obj_reps, obj_reps_raw=obj_reps_raw)
+        return outputs
+
+
+def map_original_fast_rcnn_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Fit an original FastRCNN state dict (any prefix, e.g. `image_feature_extractor.`) to this module.
+
+    The original wrapped the C5 head in `head = Sequential(roi_head_feature_extractor, AvgPool, Flatten)`, so
+    every `roi_head_feature_extractor.X` tensor also appears as `head.0.X`. Such duplicates are dropped; a
+    `head.0.X` without its `roi_head_feature_extractor.X` twin is renamed to it. Other keys pass unchanged.
+    """
+    out: dict[str, Tensor] = {}
+    marker = "head.0."
+    for key, value in state_dict.items():
+        pos = key.find(marker)
+        is_alias = pos >= 0 and (pos == 0 or key[pos - 1] == ".")
+        if not is_alias:
+            out[key] = value
+            continue
+        twin = key[:pos] + "roi_head_feature_extractor." + key[pos + len(marker):]
+        if twin in state_dict:
+            if state_dict[twin].shape != value.shape or not torch.equal(state_dict[twin], value):
+                log.warning("%s differs from %s; keeping %s", key, twin, twin)
+            continue
+        out[twin] = value
+    return out
