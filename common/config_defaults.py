@@ -109,6 +109,8 @@ _C.NETWORK.IMAGE_PRETRAINED_EPOCH = 0
 _C.NETWORK.IMAGE_FROZEN_BACKBONE_STAGES = [1, 2]
 # Keep BatchNorm layers in eval mode with frozen affine parameters.
 _C.NETWORK.IMAGE_FROZEN_BN = True
+# Run the ResNet in channels-last memory format (often faster with AMP on GPU); weights are unchanged.
+_C.NETWORK.IMAGE_CHANNELS_LAST = False
 # Size of the projected object representation (matches the VL-BERT hidden size).
 _C.NETWORK.IMAGE_FINAL_DIM = 512
 # Add a class-label embedding to the object representation (VCR's 81 COCO classes).
