@@ -263,6 +263,8 @@ _C.TRAIN.FP16_LOSS_SCALE = 128.0
 _C.TRAIN.MAX_NONFINITE_STEPS = 3
 # Compile the module with torch.compile.
 _C.TRAIN.COMPILE = False
+# DDP find_unused_parameters: true is safe when some parameters get no gradient (unused pooler, disabled heads).
+_C.TRAIN.FIND_UNUSED_PARAMETERS = True
 # DataLoader pin_memory.
 _C.TRAIN.PIN_MEMORY = True
 # DataLoader persistent_workers (when NUM_WORKERS_PER_GPU > 0).

@@ -40,7 +40,9 @@ def _collate_key(key: str, values: list, rules: Mapping[str, Any]) -> Any:
                 return torch.stack(values)
             except RuntimeError as err:
                 shapes = sorted({tuple(v.shape) for v in values})
-                raise ValueError(f"collate: key {key!r} must have one shape per batch (stacked), found {shapes}") from err
+                raise ValueError(
+                    f"collate: key {key!r} must have one shape per batch (stacked), found {shapes}"
+                ) from err
         if rule == "absent":
             return list(values)
         return pad_stack(values, float(rule))

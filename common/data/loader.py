@@ -1,4 +1,10 @@
-"""Build the DataLoader of one split for any task: dataset from the task, shard/grouped sampler, dict collate."""
+"""Build the DataLoader of one split for any task: dataset from the task, shard/grouped sampler, dict collate.
+
+Randomness: the order depends on (RNG_SEED, epoch) only; workers of rank r are seeded per epoch from a generator
+seeded with (RNG_SEED, r, epoch) (worker w gets that base + w). With TRAIN.PERSISTENT_WORKERS the workers are
+seeded once, at the first epoch the process runs, so a resumed run repeats the data order but not the random
+augmentation draws bit for bit; set PERSISTENT_WORKERS false (or NUM_WORKERS_PER_GPU 0) when that matters.
+"""
 from __future__ import annotations
 
 import logging

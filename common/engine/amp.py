@@ -54,15 +54,16 @@ class MixedPrecision:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def unscale_and_clip(self, optimizer: torch.optim.Optimizer, params: Iterable[Tensor], clip_norm: float) -> Tensor:
-        """Unscale the gradients (fp16) and clip them to `clip_norm` if it is > 0; returns the total norm before clipping."""
+        """Unscale the gradients (fp16), clip them to `clip_norm` if > 0; returns the total norm before clipping."""
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
-        grads = [p.grad for p in params if p.grad is not None]
-        if not grads:
+        with_grad = [p for p in params if p.grad is not None]
+        if not with_grad:
             return torch.zeros((), device=self.device)
+        total = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
         if clip_norm > 0:
-            return torch.nn.utils.clip_grad_norm_(grads, clip_norm) if False else _clip(grads, clip_norm)
-        return torch.nn.utils.get_total_norm(grads)
+            torch.nn.utils.clip_grads_with_norm_(with_grad, clip_norm, total)
+        return total
 
     def step(self, optimizer: torch.optim.Optimizer, grad_norm: Tensor | None = None) -> None:
         """optimizer.step() through the scaler; a step the scaler skips is counted (no host sync)."""
@@ -98,9 +99,3 @@ class MixedPrecision:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
 
-
-def _clip(grads: list[Tensor], clip_norm: float) -> Tensor:
-    """Total norm of `grads`, then scale them in place so it is at most clip_norm."""
-    total = torch.nn.utils.get_total_norm(grads)
-    torch.nn.utils.clip_grads_with_norm_(grads, clip_norm, total)
-    return total

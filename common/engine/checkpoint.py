@@ -12,50 +12,28 @@ import logging
 import os
 import random
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from common.engine import dist
+from common.engine.state import TrainState
 
 log = logging.getLogger(__name__)
 
 EPOCH_FILE = re.compile(r"-(\d{4})\.model$")
 
 
-@dataclass
-class TrainState:
-    """The training bookkeeping that a resume restores."""
-
-    epoch: int = 0  # next epoch to run
-    global_step: int = 0  # optimizer updates so far
-    best_epoch: int = -1
-    best_val: float = float("-inf")
-    nonfinite_skips: int = 0
-
-    def record(self, epoch: int, score: float | None) -> bool:
-        """Track the best host metric; True when `score` is a new best."""
-        if score is None or score <= self.best_val:
-            return False
-        self.best_epoch, self.best_val = epoch, float(score)
-        return True
-
-    def state_dict(self) -> dict:
-        return asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
 def unwrap(module: nn.Module) -> nn.Module:
     """The plain module inside DDP / DataParallel / torch.compile wrappers."""
-    while hasattr(module, "module") or hasattr(module, "_orig_mod"):
-        module = getattr(module, "module", None) or module._orig_mod
-    return module
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
 
 
 def rng_state() -> dict:
@@ -88,7 +66,10 @@ def save_atomic(obj: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -119,14 +100,14 @@ class Checkpointer:
     def best_path(self) -> str:
         return f"{self.prefix}-best.model"
 
-    def payload(self, state: TrainState, module, optimizer, schedule, amp) -> dict:
+    def payload(self, state: TrainState, module, optimizer, schedule, amp, rng_per_rank: list[dict]) -> dict:
         return {
             "state_dict": unwrap(module).state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(),
             "scaler": amp.state_dict(),
             "train_state": state.state_dict(),
-            "rng": rng_state(),
+            "rng": rng_per_rank,  # one entry per rank: dropout/augmentation streams differ between ranks
             "validation_monitor": {"best_epoch": state.best_epoch, "best_val": state.best_val},
             "config": self.config,
         }
@@ -134,8 +115,9 @@ class Checkpointer:
     def save(self, epoch: int, is_best: bool, state: TrainState, module, optimizer, schedule, amp) -> None:
         """At the end of `epoch` (0-based): the epoch file when due, the best file when the host metric improved."""
         due = (epoch + 1) % self.frequency == 0
+        rng_per_rank = dist.all_gather_object(rng_state()) if due or is_best else []
         if dist.rank() == 0 and (due or is_best):
-            payload = self.payload(state, module, optimizer, schedule, amp)
+            payload = self.payload(state, module, optimizer, schedule, amp, rng_per_rank)
             if due:
                 save_atomic(payload, self.epoch_path(epoch))
                 log.info("saved %s", self.epoch_path(epoch))
@@ -195,8 +177,14 @@ class Checkpointer:
             state.epoch = int(EPOCH_FILE.search(path).group(1)) + 1
             monitor = ckpt.get("validation_monitor") or {}
             state.best_epoch, state.best_val = monitor.get("best_epoch", -1), monitor.get("best_val", float("-inf"))
-        if ckpt.get("rng"):
-            set_rng_state(ckpt["rng"])
+        rng = ckpt.get("rng")
+        if isinstance(rng, dict):  # a single state (older files of this codebase)
+            rng = [rng]
+        if rng and len(rng) == dist.world_size():
+            set_rng_state(rng[dist.rank()])
+        elif rng:
+            log.warning("%s holds RNG states of %d rank(s) but this run has %d: generators not restored, so the "
+                        "run continues correctly but not bit-identically", path, len(rng), dist.world_size())
         log.info("resumed from %s: next epoch %d, global step %d", path, state.epoch, state.global_step)
 
 

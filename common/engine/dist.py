@@ -54,7 +54,8 @@ def _first_slurm_host(nodelist: str) -> str:
 def read_launch_env(slurm: bool = False) -> dict[str, str]:
     """RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT from torchrun's variables or SLURM's."""
     if slurm:
-        missing = [k for k in ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST") if k not in os.environ]
+        needed = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_JOB_NODELIST")
+        missing = [k for k in needed if k not in os.environ]
         if missing:
             raise RuntimeError(f"--slurm given but the SLURM variables {missing} are not set")
         return {

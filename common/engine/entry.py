@@ -8,6 +8,7 @@ Trailing `KEY VALUE` pairs override the config (`TRAIN.LR 1e-4`). `--dist` is op
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 from collections.abc import Sequence
@@ -71,7 +72,9 @@ def train_main(task: Any, argv: Sequence[str] | None = None) -> Any:
             if test is None:
                 log.warning("--do-test: task %s has no test step", task.name)
             else:
-                test(cfg, f"{prefix}-best.model")
+                best = f"{prefix}-best.model"
+                newest = sorted(glob.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9].model"))
+                test(cfg, best if os.path.isfile(best) or not newest else newest[-1])
         return state
     finally:
         dist.teardown()

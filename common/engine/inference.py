@@ -54,7 +54,7 @@ def run_inference(module: nn.Module, loader: Any, device: torch.device | str = "
         else:
             outputs = module(batch)
         indices = torch.as_tensor(batch["index"]).view(-1).tolist()
-        for index, sample in zip(indices, split_outputs(outputs, len(indices))):
+        for index, sample in zip(indices, split_outputs(outputs, len(indices)), strict=True):
             sample["index"] = int(index)
             collected.append(sample)
     merged = [s for part in dist.all_gather_object(collected) for s in part]

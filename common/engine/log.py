@@ -75,6 +75,13 @@ class TrainLogger:
             self.scalar(f"LR/Group_{i}", lr, global_step)
         self.scalar("Speed/samples_per_s", speed, global_step)
 
+    def log_epoch_train(self, epoch: int, values: dict[str, float]) -> None:
+        """The training metrics of the whole epoch (already reduced across ranks)."""
+        if self.is_main:
+            log.info("Epoch[%d] Train: %s", epoch, "\t".join(f"Train-{k}={v:.6f}" for k, v in values.items()))
+            for name, value in values.items():
+                self.scalar(f"Epoch-Train-{name}", value, epoch + 1)
+
     def log_val(self, epoch: int, values: dict[str, float]) -> None:
         if not self.is_main:
             return

@@ -104,7 +104,7 @@ class PlateauSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau.load_state_dict(state["plateau"])
-        for group, lr in zip(self.optimizer.param_groups, state["lrs"]):
+        for group, lr in zip(self.optimizer.param_groups, state["lrs"], strict=True):
             group["lr"] = lr
 
 

@@ -144,9 +144,11 @@ def build_optimizer(cfg: Any, module: nn.Module, world_size: int) -> torch.optim
     else:
         raise ValueError(f"TRAIN.OPTIMIZER: expected one of SGD, Adam, AdamW, found {name!r}")
     log.info(
-        "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d (world %d x BATCH_IMAGES %s x accumulate %d); "
-        "groups: %s", name, base_lr, float(cfg.TRAIN.LR), total_batch, world_size, cfg.TRAIN.BATCH_IMAGES,
+        "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d "
+        "(world %d x BATCH_IMAGES %s x accumulate %d); groups: %s",
+        name, base_lr, float(cfg.TRAIN.LR), total_batch, world_size, cfg.TRAIN.BATCH_IMAGES,
         int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS),
-        ", ".join(f"{g['name']}({len(g['params'])} params, lr {g['lr']:.3g}, wd {g['weight_decay']:g})" for g in groups),
+        ", ".join(f"{g['name']}({len(g['params'])} params, lr {g['lr']:.3g}, wd {g['weight_decay']:g})"
+                  for g in groups),
     )
     return optimizer

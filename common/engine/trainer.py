@@ -21,10 +21,11 @@ from common.config import dataset_sections, dump_config
 from common.data.loader import build_loader, set_epoch
 from common.engine import dist
 from common.engine.amp import MixedPrecision
-from common.engine.checkpoint import Checkpointer, TrainState, unwrap
+from common.engine.checkpoint import Checkpointer, unwrap
 from common.engine.log import TrainLogger
 from common.engine.lr_schedule import build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
+from common.engine.state import TrainState
 from common.metrics import LossLogger
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,18 @@ def build_metrics(task: Any, cfg: Any) -> list:
     return metrics
 
 
-def wrap_module(module: nn.Module, cfg: Any, env: Any) -> nn.Module:
+def wrap_module(module: nn.Module, cfg: Any, env: Any, find_unused_parameters: bool = True) -> nn.Module:
+    """torch.compile when TRAIN.COMPILE, then DDP when world size > 1.
+
+    find_unused_parameters defaults to True because several VL-BERT options leave parameters without gradient
+    (an unused pooler, a disabled pretraining head); a task whose every parameter is used may turn it off.
+    """
     if bool(cfg.TRAIN.get("COMPILE", False)):
         module = torch.compile(module)
     if env.is_distributed:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
-        module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
+        module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids,
+                                                     find_unused_parameters=find_unused_parameters)
     return module
 
 
@@ -142,7 +149,8 @@ def accumulation_steps(cfg: Any, world_size: int) -> int:
         return int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
     per_step = total_batch_size(cfg, world_size) // int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
     if global_batch % per_step:
-        raise ValueError(f"TRAIN.GLOBAL_BATCH {global_batch} is not a multiple of world size x BATCH_IMAGES = {per_step}")
+        raise ValueError(f"TRAIN.GLOBAL_BATCH {global_batch} is not a multiple of "
+                         f"world size x BATCH_IMAGES = {per_step}")
     steps = global_batch // per_step
     log.info("TRAIN.GLOBAL_BATCH %d = world size %d x BATCH_IMAGES %s x %d accumulation steps",
              global_batch, world_size, cfg.TRAIN.BATCH_IMAGES, steps)
@@ -186,7 +194,8 @@ def fit(task: Any, cfg: Any, env: Any, cfg_name: str, log_dir: str | None = None
         load_pretrained_weights(task, module, cfg)
         if seed >= 0:
             seed_everything(seed + env.rank)  # dropout and augmentation differ between ranks
-    model = wrap_module(module, cfg, env)
+    find_unused = cfg.TRAIN.get("FIND_UNUSED_PARAMETERS", (task.extra or {}).get("find_unused_parameters", True))
+    model = wrap_module(module, cfg, env, bool(find_unused))
     train_metrics, val_metrics = build_metrics(task, cfg), build_metrics(task, cfg)
     samples_per_step = total_batch_size(cfg, env.world_size)
     logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
@@ -208,7 +217,6 @@ def fit(task: Any, cfg: Any, env: Any, cfg_name: str, log_dir: str | None = None
             stats = train_step(model, micro, optimizer, amp, clip, train_metrics, env.device)
             if is_step_finite(stats, amp):
                 amp.step(optimizer, stats["grad_norm"])
-                schedule.step()
                 state.nonfinite_skips = 0
             else:
                 state.nonfinite_skips += 1
@@ -223,13 +231,16 @@ def fit(task: Any, cfg: Any, env: Any, cfg_name: str, log_dir: str | None = None
                         f"stopping: {state.nonfinite_skips} consecutive steps with a non-finite loss or gradient "
                         f"(TRAIN.MAX_NONFINITE_STEPS={max_skips}); the last good checkpoint under {out_dir} is intact")
             micro = []
+            schedule.step()  # skipped updates count too, so the schedule stays a function of the epoch position
             state.global_step += 1
             logger.step_done()
             if logger.due(batch_index // accumulate):
-                values = {m.name: m.compute() for m in train_metrics}
+                values = {"Loss": float(dist.all_reduce_mean(stats["loss"].float()).item())}
+                values.update({m.name: m.compute() for m in train_metrics})
                 values["grad_norm"] = float(dist.all_reduce_mean(stats["grad_norm"].float()).item())
                 amp.report_skipped()
                 logger.log_train(epoch, batch_index, state.global_step, values, schedule.current_lrs())
+        logger.log_epoch_train(epoch, {m.name: m.compute() for m in train_metrics})  # every rank: a collective
         score = None
         if val_loader is not None and (epoch + 1) % int(cfg.VAL_FREQUENT) == 0:
             values = evaluate(model, val_loader, val_metrics, amp, env.device, show_progress=env.is_main)

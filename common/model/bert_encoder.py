@@ -1,6 +1,7 @@
 """The post-LN BERT layer stack used by VL-BERT, with BERT's parameter names (`layer.{i}.attention.self.query`, ...).
 
 Attention runs through `scaled_dot_product_attention`; an explicit softmax path also returns the probabilities.
+Query, key and value are one matmul over weights concatenated at run time (the parameters stay separate).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from common.model.fast_linear import linear
 
 _ACTIVATIONS = {
     "gelu": partial(nn.GELU, approximate="none"),  # exact erf GELU, as BERT
@@ -41,13 +44,17 @@ class BertSelfAttention(nn.Module):
         self.dropout_prob = dropout
         self.dropout = nn.Dropout(dropout)
 
-    def _heads(self, x: Tensor) -> Tensor:
-        batch, length, _ = x.shape
-        return x.view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
+    def project_qkv(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """[B, L, h] -> query, key, value [B, heads, L, d], by one matmul over the concatenated weights."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        batch, length, _ = hidden.shape
+        qkv = linear(hidden, weight, bias).view(batch, length, 3, self.num_heads, self.head_size)
+        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
 
     def forward(self, hidden: Tensor, key_mask: Tensor, output_probs: bool = False) -> tuple[Tensor, Tensor | None]:
         """hidden [B, L, h], key_mask [B, 1, 1, L] bool (True = attend) -> context [B, L, h], probs [B, heads, L, L]."""
-        query, key, value = (self._heads(proj(hidden)) for proj in (self.query, self.key, self.value))
+        query, key, value = self.project_qkv(hidden)
         probs = None
         if output_probs:
             scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_size)
@@ -71,7 +78,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
+        return self.LayerNorm(self.dropout(linear(hidden, self.dense.weight, self.dense.bias)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -92,7 +99,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = activation(hidden_act)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(hidden))
+        return self.intermediate_act_fn(linear(hidden, self.dense.weight, self.dense.bias))
 
 
 class BertLayer(nn.Module):

@@ -1,4 +1,5 @@
 """Shared collate and samplers: padding on a hand-made batch, shards, epochs, grouping."""
+import pytest
 import torch
 
 from common.data.collate import collate_dicts
@@ -47,3 +48,13 @@ def test_grouped_batches_share_a_group_and_ranks_get_equal_counts():
         for batch in rank_batches:
             assert len({groups[i] for i in batch}) == 1
     assert set(i for rb in batches for b in rb for i in b) == set(range(9))
+
+
+def test_collate_pads_trailing_variable_dims_and_rejects_unequal_stacks():
+    items = [{"mask": torch.ones(4, 2), "index": 3}, {"mask": torch.ones(4, 5), "index": 9}]
+    batch = collate_dicts(items, {"mask": 0})
+    assert batch["mask"].shape == (2, 4, 5)
+    assert batch["mask"][0].sum() == 8 and batch["mask"][1].sum() == 20  # only the real entries are ones
+    assert batch["index"].dtype == torch.long and batch["index"].tolist() == [3, 9]
+    with pytest.raises(ValueError, match="'mask'"):
+        collate_dicts(items, {"mask": None})

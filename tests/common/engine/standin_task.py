@@ -59,7 +59,7 @@ class NegativeMSE(Metric):
 
 
 def build_dataset(cfg, split: str) -> StandInDataset:
-    size = 32 if split == "train" else 12
+    size = 32 if split == "train" else 11  # odd: two ranks get 6 and 5 validation samples
     nan = tuple(int(i) for i in os.environ.get("STANDIN_NAN", "").split(",") if i) if split == "train" else ()
     return StandInDataset(size, nan)
 
