@@ -1,0 +1,1 @@
+"""Conceptual Captions preparation tools: download lists, image validity check, stored zips, JSON-lines indexes."""

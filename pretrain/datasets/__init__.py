@@ -1,0 +1,63 @@
+"""Pretraining datasets by DATASET.DATASET name: `conceptual_captions`, `general_corpus`, `coco_captions`."""
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from common.config import dataset_sections
+from common.data.tokenizer import BertTokenizer
+from common.data.transforms import build_transform
+from pretrain.datasets.caption_sample import CaptionSampleBuilder
+from pretrain.datasets.coco_captions import COCOCaptionsDataset
+from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
+from pretrain.datasets.general_corpus import GeneralCorpusDataset
+
+DATASET_NAMES = ("conceptual_captions", "general_corpus", "coco_captions")
+_SPLIT_SECTION = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
+
+
+def _caption_builder(cfg, section, split: str, tokenizer: BertTokenizer) -> CaptionSampleBuilder:
+    net = cfg.NETWORK
+    return CaptionSampleBuilder(
+        tokenizer, build_transform(cfg, split), seq_len=int(section.SEQ_LEN), with_rel_task=bool(net.WITH_REL_LOSS),
+        with_mlm_task=bool(net.WITH_MLM_LOSS), with_mvrc_task=bool(net.WITH_MVRC_LOSS),
+        mask_raw_pixels=bool(net.MASK_RAW_PIXELS) and not net.IMAGE_FEAT_PRECOMPUTED,
+        add_image_as_a_box=bool(section.ADD_IMAGE_AS_A_BOX))
+
+
+def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | None = None) -> Dataset:
+    """The dataset of one DATASET section for split "train" / "val" / "test"."""
+    if split not in _SPLIT_SECTION:
+        raise ValueError(f"pretraining: split must be train, val or test, found {split!r}")
+    tokenizer = tokenizer or BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
+    seed = max(int(cfg.RNG_SEED), 0)
+    name, part = section.DATASET, _SPLIT_SECTION[split]
+    if name == "general_corpus":
+        ann_file = section[f"{part}_ANNOTATION_FILE"]
+        if not ann_file:
+            raise ValueError(f"DATASET (general_corpus): {part}_ANNOTATION_FILE is empty")
+        return GeneralCorpusDataset(ann_file, tokenizer, seq_len=int(section.SEQ_LEN),
+                                    min_seq_len=int(section.MIN_SEQ_LEN), with_mlm_task=bool(cfg.NETWORK.WITH_MLM_LOSS),
+                                    seed=seed)
+    image_set = section[f"{part}_IMAGE_SET"]
+    if name == "conceptual_captions":
+        return ConceptualCaptionsDataset(
+            section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
+            precomputed=bool(cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED), zip_mode=bool(section.ZIP_MODE), seed=seed,
+            skip_unreadable_images=bool(section.get("SKIP_UNREADABLE_IMAGES", False)))
+    if name == "coco_captions":
+        if cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED:
+            raise ValueError("DATASET coco_captions has no precomputed features: set NETWORK.IMAGE_FEAT_PRECOMPUTED "
+                             "false")
+        return COCOCaptionsDataset(section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
+                                   seed=seed)
+    raise ValueError(f"DATASET.DATASET {name!r} is not a pretraining dataset; choose one of {list(DATASET_NAMES)}")
+
+
+def build_pretrain_datasets(cfg, split: str) -> list[Dataset]:
+    """One dataset per DATASET section (a list DATASET gives image captions + text corpus), sharing a tokenizer."""
+    tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
+    return [build_section_dataset(cfg, section, split, tokenizer) for section in dataset_sections(cfg)]
+
+
+__all__ = ["COCOCaptionsDataset", "ConceptualCaptionsDataset", "GeneralCorpusDataset", "build_pretrain_datasets",
+           "build_section_dataset"]

@@ -1,0 +1,131 @@
+"""Conceptual Captions as VL-BERT consumes it: `{split}_frcnn.json` (JSON lines of image path, caption words and
+bottom-up box-file path), read from folders or from stored zips (`train_image.zip@/00000042.jpg`)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from common.data.box_files import BoxFileError, read_box_file
+from common.data.image_io import ImageReadError, open_image
+from common.data.masking import EpochSeeded
+from pretrain.datasets.caption_sample import (
+    CAPTION_PAD_RULES,
+    CaptionSampleBuilder,
+    RawCaptionSample,
+    sort_by_confidence,
+)
+
+log = logging.getLogger(__name__)
+
+ANNOTATION_FILES = {"train": "train_frcnn.json", "val": "val_frcnn.json"}
+# "train_frcnn.2.zip@/x.json": archive stem, optional shard number, member
+_ZIP_PATH = re.compile(r"^(?P<stem>.*?)(?P<shard>\.\d+)?\.zip@/?(?P<member>.*)$")
+
+
+def folder_path(zip_style: str) -> str:
+    """'train_frcnn.1.zip@/00000042.json' -> 'train_frcnn/00000042.json' (the folder layout of the same files).
+
+    Only a numeric shard suffix right before `.zip@` is removed (the original removed every '.0'-'.3' substring).
+    """
+    match = _ZIP_PATH.match(zip_style)
+    if match is None:
+        return zip_style
+    return f"{match['stem']}/{match['member']}"
+
+
+def read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
+    """One JSON object per line; every object must hold the `required` keys. Errors name file and line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"annotation file not found: {path}")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{number}: not a JSON object ({err})") from err
+            missing = [k for k in required if k not in record]
+            if missing:
+                raise ValueError(f"{path}:{number}: missing keys {missing}")
+            records.append(record)
+    if not records:
+        raise ValueError(f"{path}: no samples")
+    return records
+
+
+class ConceptualCaptionsDataset(EpochSeeded, Dataset):
+    """Image-caption pairs with their detector boxes; items as `CaptionSampleBuilder.build`.
+
+    End-to-end mode opens the JPEG; precomputed mode reads `features` [N, 2048] from the box file instead (box 0
+    gets the mean of the visible boxes' features). Masks come from `item_rng(seed, epoch, index)`.
+    """
+
+    PAD_RULES = CAPTION_PAD_RULES
+
+    def __init__(self, data_path: str, image_set: str, builder: CaptionSampleBuilder, precomputed: bool = False,
+                 zip_mode: bool = False, seed: int = 0, skip_unreadable_images: bool = False):
+        if image_set not in ANNOTATION_FILES:
+            raise ValueError(f"conceptual_captions: image set {image_set!r} is not one of {sorted(ANNOTATION_FILES)}")
+        self.data_path, self.builder, self.precomputed, self.zip_mode = data_path, builder, precomputed, zip_mode
+        self.skip_unreadable_images = skip_unreadable_images
+        self.init_epoch_seed(seed)
+        self.ann_file = os.path.join(data_path, ANNOTATION_FILES[image_set])
+        self.records = read_jsonl(self.ann_file, ("image", "caption", "frcnn"))
+        for number, record in enumerate(self.records, 1):
+            if not isinstance(record["caption"], list):
+                raise ValueError(f"{self.ann_file}:{number}: 'caption' must be a list of words")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def resolve(self, stored: str) -> str:
+        """The stored zip-style path as a readable path under DATASET_PATH for the current mode."""
+        return os.path.join(self.data_path, stored if self.zip_mode else folder_path(stored))
+
+    def read_raw(self, index: int) -> RawCaptionSample:
+        record = self.records[index]
+        box_path = self.resolve(record["frcnn"])
+        fields = ("boxes", "classes", "features") if self.precomputed else ("boxes", "classes")
+        boxes_file = read_box_file(box_path, fields=fields)
+        if "classes" not in boxes_file:
+            raise BoxFileError(f"{box_path}: field 'classes' is missing (needed as the MVRC target)")
+        if self.precomputed and "features" not in boxes_file:
+            raise BoxFileError(f"{box_path}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
+        boxes, classes, features = sort_by_confidence(boxes_file["boxes"], boxes_file["classes"],
+                                                      boxes_file.get("features"))
+        image, size = None, (boxes_file.get("image_w"), boxes_file.get("image_h"))
+        if not self.precomputed:
+            image = self._open_image(self.resolve(record["image"]), size)
+            size = image.size
+        if size[0] is None or size[1] is None:
+            raise BoxFileError(f"{box_path}: fields 'image_w'/'image_h' are needed in precomputed mode")
+        return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features,
+                                [str(w) for w in record["caption"]])
+
+    def _open_image(self, path: str, size):
+        try:
+            return open_image(path)
+        except (ImageReadError, FileNotFoundError) as err:
+            if not self.skip_unreadable_images or size[0] is None:
+                raise
+            from PIL import Image
+
+            log.warning("%s; using a zero image of %dx%d (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
+            return Image.new("RGB", (int(size[0]), int(size[1])))
+
+    def other_caption(self, index: int, rng: np.random.Generator) -> list[str]:
+        """The caption of a uniformly drawn other sample (the relationship task's negative)."""
+        other = int(rng.integers(max(len(self.records) - 1, 1)))
+        other += int(other >= index and len(self.records) > 1)
+        return [str(w) for w in self.records[other]["caption"]]
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self.item_rng(index)
+        return self.builder.build(self.read_raw(index), index, rng, lambda r: self.other_caption(index, r))
