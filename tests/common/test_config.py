@@ -18,6 +18,7 @@ from common.config import (
 from pretrain.config import add_pretrain_defaults
 from refcoco.config import add_refcoco_defaults
 from vcr.config import add_vcr_defaults
+from itm.config import add_itm_defaults
 from vqa.config import add_vqa_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,6 +28,7 @@ TASK_DEFAULTS = {
     "vcr": add_vcr_defaults,
     "vqa": add_vqa_defaults,
     "refcoco": add_refcoco_defaults,
+    "itm": add_itm_defaults,  # the worked example of docs/NEW_TASK.md
 }
 ALL_YAMLS = sorted(CFGS.glob("*/*.yaml"))
 
