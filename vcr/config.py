@@ -5,6 +5,8 @@ from common.config import ConfigNode
 def add_vcr_defaults(cfg: ConfigNode) -> None:
     """Add the VCR keys to the shared defaults and set VCR's own defaults."""
     cfg.DATASET.LABEL_INDEX_IN_BATCH = 7
+    # Wordpiece budget of (first + second segment) per choice, before [CLS]/[SEP]; the original hard-coded 64.
+    cfg.DATASET.SEQ_LEN = 64
 
     # Copy token-type row 0 of the pretrained table into row 1 (pretraining only used type 0 for text).
     cfg.NETWORK.PARTIAL_PRETRAIN_SEGMB_INIT = False

@@ -1,0 +1,39 @@
+"""Fixtures of the VQA tests: the small toy world, a vocabulary-only BERT folder and a tiny config."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from vqa_fixtures import TOY_CFG, tiny_overrides
+
+from data.shape_world import generate
+
+
+@pytest.fixture(scope="session")
+def vqa_toy_root(tmp_path_factory) -> str:
+    """The small toy world (seed 0); VQA files under <root>/coco."""
+    root = str(tmp_path_factory.mktemp("toy_vqa"))
+    generate(root, seed=0, size="small")
+    return root
+
+
+@pytest.fixture(scope="session")
+def vqa_vocab_only_dir(tmp_path_factory, minilm_dir) -> str:
+    """The minilm vocabulary without weights: a randomly initialised tiny VL-BERT with BERT's wordpieces."""
+    target = tmp_path_factory.mktemp("vqa_vocab_only_bert")
+    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
+    return str(target)
+
+
+@pytest.fixture
+def vqa_tiny_cfg(vqa_toy_root, vqa_vocab_only_dir):
+    """Factory: vqa_tiny_cfg(*extra_overrides) -> frozen config of the toy file shrunk by `tiny_overrides`."""
+    from common.config import load_config
+    from vqa.config import add_vqa_defaults
+
+    def make(*extra: str):
+        return load_config(TOY_CFG, tiny_overrides(vqa_vocab_only_dir, vqa_toy_root) + list(extra),
+                           add_task_defaults=add_vqa_defaults)
+
+    return make

@@ -1,0 +1,23 @@
+"""Helpers shared by the VQA tests (a module with a unique name, importable from every test file)."""
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY_CFG = os.path.join(REPO, "cfgs", "vqa", "toy_cpu.yaml")
+
+
+def data_overrides(root: str) -> list[str]:
+    coco = os.path.join(root, "coco")
+    return ["DATASET.DATASET_PATH", coco, "DATASET.ANSWER_VOCAB_FILE", os.path.join(coco, "vqa", "answers_vqa.txt")]
+
+
+def tiny_overrides(bert_dir: str, root: str) -> list[str]:
+    """hidden 32, 2 layers, no dropout: the toy config shrunk to run in a second on CPU."""
+    return data_overrides(root) + [
+        "NETWORK.BERT_MODEL_NAME", bert_dir, "NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32",
+        "NETWORK.IMAGE_FINAL_DIM", "32", "NETWORK.VLBERT.num_hidden_layers", "2",
+        "NETWORK.VLBERT.num_attention_heads", "2", "NETWORK.VLBERT.intermediate_size", "64",
+        "NETWORK.VLBERT.hidden_dropout_prob", "0.0", "NETWORK.VLBERT.attention_probs_dropout_prob", "0.0",
+        "NETWORK.CLASSIFIER_DROPOUT", "0.0",
+    ]
