@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from common.config import dataset_sections, dump_config
 from common.data.loader import build_loader, set_epoch
+from common.data.preflight import require_data
 from common.engine import dist
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer, unwrap
@@ -170,6 +171,7 @@ def resolve_config(cfg: Any, world_size: int) -> Any:
 def fit(task: Any, cfg: Any, env: Any, cfg_name: str, log_dir: str | None = None) -> TrainState:  # noqa: C901, PLR0915
     """Train `task` as `cfg` says, resuming from the newest checkpoint when allowed. Returns the final state."""
     cfg = resolve_config(cfg, env.world_size)
+    require_data(cfg, task.name)
     out_dir, prefix = output_layout(cfg, cfg_name)
     if env.is_main:
         os.makedirs(out_dir, exist_ok=True)

@@ -11,6 +11,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from common.model.fast_linear import linear
 
@@ -123,13 +124,17 @@ class BertEncoder(nn.Module):
             BertLayer(hidden_size, num_heads, intermediate_size, hidden_act, hidden_dropout, attention_dropout)
             for _ in range(num_layers)
         )
+        self.gradient_checkpointing = False  # NETWORK.GRADIENT_CHECKPOINTING: recompute each layer in backward
 
     def forward(self, hidden: Tensor, key_mask: Tensor, output_all_encoded_layers: bool = True,
                 output_attention_probs: bool = False) -> tuple[list[Tensor], list[Tensor]]:
         """Returns (all layer outputs, or [last]) and the per-layer probabilities ([] unless requested)."""
         outputs, all_probs = [], []
         for layer in self.layer:
-            hidden, probs = layer(hidden, key_mask, output_attention_probs)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden, probs = checkpoint(layer, hidden, key_mask, output_attention_probs, use_reentrant=False)
+            else:
+                hidden, probs = layer(hidden, key_mask, output_attention_probs)
             if output_all_encoded_layers:
                 outputs.append(hidden)
             if probs is not None:

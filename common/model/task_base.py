@@ -52,6 +52,7 @@ class VLBertTaskModule(nn.Module):
         self.image_feature_extractor = FastRCNN.from_config(cfg)
         self.object_linguistic_embeddings = nn.Embedding(num_object_word_embeddings, net.VLBERT.hidden_size)
         self.vlbert = self.vlbert_class(net.VLBERT, **(vlbert_kwargs or {}))
+        self.vlbert.encoder.gradient_checkpointing = bool(net.get("GRADIENT_CHECKPOINTING", False))
         nn.init.normal_(self.object_linguistic_embeddings.weight, std=net.VLBERT.initializer_range)
 
     # ---- initialisation -------------------------------------------------------------------------------------

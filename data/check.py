@@ -1,0 +1,55 @@
+"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain] [KEY VALUE ...]`.
+
+Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
+"""
+import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from common.config import ConfigError, load_config  # noqa: E402
+from common.data.preflight import TASKS, check_data  # noqa: E402
+
+log = logging.getLogger("data.check")
+
+
+def infer_task(cfg_path: str) -> str:
+    """The task from the config's folder name (`cfgs/vqa/...` -> vqa)."""
+    folder = Path(cfg_path).resolve().parent.name
+    if folder not in TASKS:
+        raise SystemExit(f"--task not given and the folder of {cfg_path} ({folder!r}) is not one of {TASKS}")
+    return folder
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--cfg", required=True, help="experiment YAML")
+    p.add_argument("--task", choices=TASKS, help="default: the name of the config's folder")
+    p.add_argument("--samples", type=int, default=20, help="images and box files checked per split")
+    p.add_argument("overrides", nargs="*", help="KEY VALUE pairs, as for training")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    task = args.task or infer_task(args.cfg)
+    add_defaults = getattr(importlib.import_module(f"{task}.config"), f"add_{task}_defaults")
+    try:
+        cfg = load_config(args.cfg, args.overrides, add_defaults)
+    except (ConfigError, OSError) as err:
+        log.error("config does not load: %s", err)
+        return 2
+    problems = check_data(cfg, task, samples=args.samples)
+    if problems:
+        log.error("%d problem(s) found for %s (%s):\n%s", len(problems), args.cfg, task,
+                  "\n".join(f"  - {p}" for p in problems))
+        return 1
+    log.info("data check passed for %s (%s)", args.cfg, task)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Pre-flight data check on the toy world: intact passes; a deleted image, an emptied box file and a wrong answer
+vocabulary size are all reported, by name, in one run."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("toy"))
+    subprocess.run([sys.executable, os.path.join(ROOT, "data", "make_toy_data.py"), "--root", root, "--seed", "0",
+                    "--size", "small"], check=True, capture_output=True)
+    return root
+
+def run_check(toy: str, bert: str, *extra: str) -> subprocess.CompletedProcess:
+    coco = os.path.join(toy, "coco")
+    cmd = [sys.executable, os.path.join(ROOT, "data", "check.py"), "--cfg", os.path.join(ROOT, "cfgs/vqa/toy_cpu.yaml"),
+           "DATASET.DATASET_PATH", coco, "DATASET.ANSWER_VOCAB_FILE", os.path.join(coco, "vqa", "answers_vqa.txt"),
+           "NETWORK.BERT_MODEL_NAME", bert, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+
+def first_image_id(coco: str, image_set: str) -> int:
+    with open(os.path.join(coco, "vqa", f"v2_OpenEnded_mscoco_{image_set}_questions.json")) as f:
+        return min(q["image_id"] for q in json.load(f)["questions"])  # the deterministic sample always holds it
+
+def test_intact_world_passes(toy_root, minilm_dir):
+    result = run_check(toy_root, minilm_dir)
+    assert result.returncode == 0, result.stderr
+    assert "passed" in result.stderr
+
+def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
+    broken = tmp_path / "world"
+
+    shutil.copytree(os.path.join(toy_root, "coco"), broken / "coco")
+    coco = str(broken / "coco")
+    train_id, val_id = first_image_id(coco, "train2014"), first_image_id(coco, "val2014")
+    image = os.path.join(coco, "train2014", f"COCO_train2014_{train_id:012d}.jpg")
+    box_file = os.path.join(coco, "vgbua_res101_precomputed", "trainval2014_resnet101_faster_rcnn_genome",
+                            f"{val_id}.json")
+    os.remove(image)
+    open(box_file, "w").close()
+    with open(os.path.join(coco, "vqa", "answers_vqa.txt")) as f:
+        true_size = sum(1 for line in f if line.strip())
+
+    result = run_check(str(broken), minilm_dir, "DATASET.ANSWER_VOCAB_SIZE", str(true_size + 3))
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    assert len(lines) == 3, result.stderr
+    assert any("image not found" in line and image in line and "DATASET.TRAIN_IMAGE_SET" in line for line in lines)
+    assert any(box_file in line and "DATASET.BOXES" in line for line in lines)
+    assert any(f"{true_size} answers but DATASET.ANSWER_VOCAB_SIZE is {true_size + 3}" in line for line in lines)
