@@ -115,7 +115,8 @@ def polygons_to_mask(polygons: list, box, size: int) -> np.ndarray:
 class VCRDataset(Dataset):
     """VCR for one task ("Q2A" or "QA2R"); in QA2R test mode item k is annotation k // 4 conditioned on answer k % 4.
 
-    `tokenize(word) -> wordpieces` and `to_ids(wordpieces) -> ids` come from the BERT vocabulary.
+    `tokenize(word) -> wordpieces` and `to_ids(wordpieces) -> ids` come from the BERT vocabulary. The truncation
+    rules (vcr/text.py) apply in every mode; the original skipped them for QA2R test items.
     """
 
     PAD_RULES = {"image": 0.0, "boxes": -2.0, "segms": 0.0, "classes": -1, "im_info": None,

@@ -40,7 +40,7 @@ REL_HEAD_SUFFIX = "relationsip_head.caption_image_relationship."  # the original
 
 def build_vcr_dataset(cfg, split: str) -> VCRDataset:
     """VCRDataset for split "train" / "val" / "test" from cfg.DATASET (task = DATASET.TASK)."""
-    section = {"train": "TRAIN", "val": "VAL", "test": "TEST"}[split]
+    section = SPLIT_SECTIONS[split]
     data = cfg.DATASET
     tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
     return VCRDataset(
@@ -72,12 +72,13 @@ def map_vcr_checkpoint_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
 def load_mapped_keys(module: nn.Module, state_dict: Mapping[str, Tensor], source: str, strict: bool = False) -> int:
     """Load the tensors of `state_dict` whose mapped key (`map_vcr_checkpoint_keys`) the module has.
 
-    With `strict`, every module key must be present and every checkpoint key used. Returns the count loaded.
+    With `strict`, every module key must be present (unused checkpoint keys are only reported). Returns the count
+    loaded.
     """
     mapped = map_vcr_checkpoint_keys(state_dict)
     own = module.state_dict()
     if strict:
-        load_state_dict_with_report(module, mapped, source, allow_missing=False, allow_unexpected=False)
+        load_state_dict_with_report(module, mapped, source, allow_missing=False)
         return len(mapped)
     fitting = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in mapped.items() if k in own}
     load_state_dict_with_report(module, fitting, f"{source} (VCR key map)")
@@ -85,26 +86,26 @@ def load_mapped_keys(module: nn.Module, state_dict: Mapping[str, Tensor], source
 
 
 def load_vcr_checkpoint(module: nn.Module, path: str) -> None:
-    """A fine-tuned VCR checkpoint (this project's keys or the original's) into `module`; every key must fit."""
+    """A fine-tuned VCR checkpoint (this project's keys or the original's) into `module`; every weight must come."""
     load_mapped_keys(module, checkpoint_state_dict(read_checkpoint_file(path), path), path, strict=True)
 
 
-def after_load_pretrain(module: nn.Module, cfg, checkpoint_state_dict: Mapping[str, Tensor]) -> None:
+def after_load_pretrain(module: nn.Module, cfg, pretrained_state: Mapping[str, Tensor]) -> None:
     """After PARTIAL_PRETRAIN: load the keys the VCR prefix rules turned into `vlbert._module.*` (mapped back to
     `vlbert.*`), then PARTIAL_PRETRAIN_SEGMB_INIT (token-type row 0 -> row 1) and LOAD_REL_HEAD (1fc from
     W[1] - W[0] of the relationship head)."""
     net = cfg.NETWORK
     module = getattr(module, "module", module)
-    if checkpoint_state_dict:
-        load_mapped_keys(module, checkpoint_state_dict, net.PARTIAL_PRETRAIN or "PARTIAL_PRETRAIN")
+    if pretrained_state:
+        load_mapped_keys(module, pretrained_state, net.PARTIAL_PRETRAIN or "PARTIAL_PRETRAIN")
     if net.PARTIAL_PRETRAIN_SEGMB_INIT:
         with torch.no_grad():
             table = module.vlbert.token_type_embeddings.weight
             table[1] = table[0]
         log.info("PARTIAL_PRETRAIN_SEGMB_INIT: copied token-type embedding row 0 into row 1")
     if net.LOAD_REL_HEAD and net.CLASSIFIER_TYPE == "1fc":
-        weight = _find_suffix(checkpoint_state_dict, REL_HEAD_SUFFIX + "weight")
-        bias = _find_suffix(checkpoint_state_dict, REL_HEAD_SUFFIX + "bias")
+        weight = _find_suffix(pretrained_state, REL_HEAD_SUFFIX + "weight")
+        bias = _find_suffix(pretrained_state, REL_HEAD_SUFFIX + "bias")
         if weight is None or bias is None:
             log.info("LOAD_REL_HEAD: the checkpoint has no relationship head; final_mlp keeps its initialisation")
             return
@@ -126,7 +127,7 @@ def predict_with_config(cfg, ckpt_path: str, split: str, batch_size: int | None 
                         device: str | torch.device = "cpu", fp16: bool = False) -> tuple[np.ndarray, list[str]]:
     """Run a fine-tuned VCR model over `split`: logits [len(dataset), 4] in dataset order and each row's annot_id.
 
-    In QA2R test mode the rows are (question, conditioning answer) pairs, 4 per question, answer-major per question.
+    In QA2R test mode there are 4 consecutive rows per question, conditioned on answers 0..3 in turn.
     """
     module = ResNetVLBERTForVCR.from_config(cfg, load_pretrained=False)
     load_vcr_checkpoint(module, ckpt_path)
