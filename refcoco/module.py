@@ -8,23 +8,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.data.tokenizer import BertTokenizer
-from common.model.bert_encoder import activation
 from common.model.task_base import VLBertTaskModule, gather_by_tags
+from common.model.vlbert_heads import MVRCTransform
 
 PAD_LOGIT = -10000.0  # logit of padded boxes, as the original
-
-
-class ObjectTransform(nn.Module):
-    """dense h->h + activation, laid out as the pretraining MVRC head's `transform` (`dense.*`) so it loads
-    from `vlbert.mvrc_head.transform` through the prefix rule `vlbert.mvrc_head.transform->final_mlp.0`."""
-
-    def __init__(self, hidden: int, act: str):
-        super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
-        self.act = activation(act)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
 
 
 def expression_text(expression_ids: Tensor, cls_id: int, sep_id: int) -> tuple[Tensor, Tensor]:
@@ -63,7 +50,7 @@ class ResNetVLBERTForRefCOCO(VLBertTaskModule):
         net = cfg.NETWORK
         hidden = net.VLBERT.hidden_size
         self.cls_id, self.sep_id = cls_id, sep_id
-        self.final_mlp = nn.Sequential(ObjectTransform(hidden, net.VLBERT.hidden_act),
+        self.final_mlp = nn.Sequential(MVRCTransform(hidden, net.VLBERT.hidden_act),
                                        nn.Dropout(net.CLASSIFIER_DROPOUT), nn.Linear(hidden, 1))
         for layer in (self.final_mlp[0].dense, self.final_mlp[2]):
             nn.init.normal_(layer.weight, std=net.VLBERT.initializer_range)

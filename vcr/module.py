@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.data.tokenizer import BertTokenizer
-from common.model.bert_encoder import activation
 from common.model.fast_rcnn import NUM_OBJECT_CLASSES
 from common.model.task_base import VLBertTaskModule, gather_by_tags, trim_to_longest, valid_box_mask
+from common.model.vlbert_heads import MVRCTransform
 
 NUM_CHOICES = 4
 
@@ -32,18 +32,6 @@ def build_final_mlp(classifier_type: str, hidden: int, mlp_hidden: int, dropout:
             nn.init.xavier_uniform_(layer.weight)
             nn.init.zeros_(layer.bias)
     return mlp
-
-
-class ObjectClassTransform(nn.Module):
-    """dense + activation, laid out as the pretraining MVRC head's `transform` so it loads from it."""
-
-    def __init__(self, hidden: int, act: str):
-        super().__init__()
-        self.dense = nn.Linear(hidden, hidden)
-        self.act = activation(act)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
 
 
 def assemble_pairs(first_ids: Tensor, first_tags: Tensor, second_ids: Tensor, second_tags: Tensor,
@@ -94,7 +82,7 @@ class ResNetVLBERTForVCR(VLBertTaskModule):
         self.cls_id, self.sep_id = cls_id, sep_id
         self.cnn_loss_top = bool(net.ENABLE_CNN_REG_LOSS) and bool(net.get("CNN_LOSS_TOP", False))
         if self.cnn_loss_top:
-            self.cnn_loss_reg = nn.Sequential(ObjectClassTransform(hidden, net.VLBERT.hidden_act),
+            self.cnn_loss_reg = nn.Sequential(MVRCTransform(hidden, net.VLBERT.hidden_act),
                                               nn.Dropout(net.get("CNN_REG_DROPOUT", 0.0)),
                                               nn.Linear(hidden, NUM_OBJECT_CLASSES))
         self.final_mlp = build_final_mlp(net.CLASSIFIER_TYPE, hidden, net.CLASSIFIER_HIDDEN_SIZE,

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 from common.model.bert_encoder import activation
 
 
-class _PredictionTransform(nn.Module):
+class PredictionTransform(nn.Module):
+    """dense + activation + LayerNorm (BERT's `cls.predictions.transform`); also the VQA `mlm` classifier head."""
+
     def __init__(self, hidden: int, act: str):
         super().__init__()
         self.dense = nn.Linear(hidden, hidden)
@@ -26,7 +28,7 @@ class _LMPrediction(nn.Module):
 
     def __init__(self, hidden: int, act: str, word_embedding_weight: nn.Parameter):
         super().__init__()
-        self.transform = _PredictionTransform(hidden, act)
+        self.transform = PredictionTransform(hidden, act)
         self.decoder = nn.Linear(hidden, word_embedding_weight.shape[0], bias=False, device="meta")
         self.decoder.weight = word_embedding_weight
         self.bias = nn.Parameter(torch.zeros(word_embedding_weight.shape[0]))
@@ -44,8 +46,9 @@ class MLMHead(nn.Module):
         return self.predictions(text_states)
 
 
-class _MVRCTransform(nn.Module):
-    """Linear(h, h) + activation, no LayerNorm (as the original)."""
+class MVRCTransform(nn.Module):
+    """Linear(h, h) + activation, no LayerNorm (as the original); reused by the VCR and RefCOCO+ heads, which load
+    it from `mvrc_head.transform` through the original prefix changes."""
 
     def __init__(self, hidden: int, act: str):
         super().__init__()
@@ -59,7 +62,7 @@ class _MVRCTransform(nn.Module):
 class MVRCHead(nn.Module):
     def __init__(self, hidden: int, act: str, num_classes: int):
         super().__init__()
-        self.transform = _MVRCTransform(hidden, act)
+        self.transform = MVRCTransform(hidden, act)
         self.region_cls_pred = nn.Linear(hidden, num_classes)
 
     def forward(self, object_states: Tensor) -> Tensor:
