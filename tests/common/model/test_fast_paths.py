@@ -1,5 +1,5 @@
-"""The fast paths of the encoder give the plain maths: fused QKV vs three separate projections, the oneDNN linear
-vs F.linear (values and gradients), and a whole layer with the oneDNN path on vs off."""
+"""The fast paths of the encoder give the plain maths: QKV projection (fused and oneDNN paths) vs a hand-written
+reference, the oneDNN linear vs F.linear (values and gradients), and a whole layer with the oneDNN path on vs off."""
 from __future__ import annotations
 
 import pytest
@@ -19,7 +19,16 @@ def onednn_off():
     fast_linear.set_onednn_linear(previous)
 
 
-def test_fused_qkv_equals_separate_projections():
+@pytest.fixture(params=["fused", "onednn"])
+def qkv_path(request):
+    """Run project_qkv on the fused path (oneDNN off) and on the oneDNN path (three matmuls, where available)."""
+    previous = fast_linear._enabled
+    fast_linear.set_onednn_linear(request.param == "onednn")
+    yield request.param
+    fast_linear.set_onednn_linear(previous)
+
+
+def test_fused_qkv_equals_separate_projections(qkv_path):
     torch.manual_seed(0)
     attention = BertSelfAttention(hidden_size=32, num_heads=4, dropout=0.0)
     hidden = torch.randn(2, 5, 32)
@@ -30,14 +39,14 @@ def test_fused_qkv_equals_separate_projections():
         torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
-def test_fused_qkv_gradients_reach_the_separate_parameters():
+def test_fused_qkv_gradients_reach_the_separate_parameters(qkv_path):
     torch.manual_seed(0)
     attention = BertSelfAttention(hidden_size=16, num_heads=2, dropout=0.0)
     hidden = torch.randn(3, 4, 16)
     weights = torch.randn(3, 3, 2, 4, 8)  # (q, k, v) x [B, heads, L, d]: a linear functional of each
     outputs = attention.project_qkv(hidden)
-    sum((w * t).sum() for w, t in zip(weights, outputs)).backward()
-    for w, proj in zip(weights, (attention.query, attention.key, attention.value)):
+    sum((w * t).sum() for w, t in zip(weights, outputs, strict=True)).backward()
+    for w, proj in zip(weights, (attention.query, attention.key, attention.value), strict=True):
         w_tokens = w.transpose(1, 2).reshape(3, 4, 16)  # [B, L, h], feature = head * d + j
         # d/dW of sum(w . (x W^T + b)) = sum over tokens of w_token^T x_token
         expected_w = torch.einsum("blo,bli->oi", w_tokens, hidden)
@@ -60,7 +69,7 @@ def test_linear_matches_f_linear_values_and_gradients(shape, with_bias):
     ref = F.linear(*ref_inputs)
     ref_grads = torch.autograd.grad((ref * upstream).sum(), ref_inputs)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(grads, ref_grads):
+    for got, expected in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -96,5 +105,5 @@ def test_layer_with_and_without_onednn_agree():
     out_ref, dx_ref, dp_ref = run(False)
     torch.testing.assert_close(out_fast, out_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(dx_fast, dx_ref, atol=1e-5, rtol=1e-5)
-    for got, expected in zip(dp_fast, dp_ref):
+    for got, expected in zip(dp_fast, dp_ref, strict=True):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

