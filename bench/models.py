@@ -62,10 +62,9 @@ def vqa_config(setting: Setting, channels_last: bool = False):
         "NETWORK.VLBERT.num_hidden_layers", str(setting.layers),
         "NETWORK.VLBERT.num_attention_heads", str(setting.heads),
         "NETWORK.VLBERT.intermediate_size", str(setting.ffn),
+        "NETWORK.IMAGE_CHANNELS_LAST", str(channels_last).lower(),
     ]
-    cfg = load_config(VQA_YAML, overrides, add_task_defaults=add_vqa_defaults).clone()
-    cfg.NETWORK.IMAGE_CHANNELS_LAST = channels_last  # read by FastRCNN.from_config
-    return cfg
+    return load_config(VQA_YAML, overrides, add_task_defaults=add_vqa_defaults)
 
 
 def answer_head(hidden: int) -> nn.Sequential:
