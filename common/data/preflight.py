@@ -5,6 +5,7 @@ a handful of samples) that training start runs; `data/check.py` runs `check_data
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -69,15 +70,22 @@ class Problems(list):
             except Exception as err:  # noqa: BLE001 - any decoder error is a problem to report
                 self.append(f"image does not open: {path} ({err}) (config {key})")
 
-    def box_file(self, path: str, key: str) -> None:
+    def box_file(self, path: str, key: str, num_classes: int | None = None) -> None:
+        """Exists, parses, has boxes; with `num_classes`, also `classes` [N, num_classes] (the MVRC target)."""
         if self.need(path, key, "box file"):
             try:
-                record = read_box_file(path, fields=(), feature_dim=None)
+                record = read_box_file(path, fields=("classes",) if num_classes else (), feature_dim=None)
             except Exception as err:  # noqa: BLE001
                 self.append(f"box file does not read: {path} ({err}) (config {key})")
                 return
             if record["num_boxes"] == 0:
                 self.append(f"box file is empty (0 boxes): {path} (config {key})")
+            elif num_classes and "classes" not in record:
+                self.append(f"box file has no 'classes' (the MVRC target): {path} (config {key})")
+            elif num_classes and record["classes"].shape[1] != num_classes:
+                self.append(f"box file {path}: 'classes' has {record['classes'].shape[1]} columns (detector classes, "
+                            f"background included) but NETWORK.VLBERT.visual_region_classes is {num_classes}; set "
+                            f"the key to {record['classes'].shape[1]} (data/extract_boxes.py prints it)")
 
 
 def spread(items: list, count: int) -> list:
@@ -116,7 +124,7 @@ def check_network(cfg, out: Problems, bert_folder: bool = True) -> None:
 
 
 # ---- tasks -----------------------------------------------------------------------------------------------------
-def check_vqa(cfg, out: Problems, samples: int) -> None:
+def check_vqa(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
     from vqa.dataset import IMAGE_SETS, UNK, VQADataset
 
     ds = cfg.DATASET
@@ -132,7 +140,7 @@ def check_vqa(cfg, out: Problems, samples: int) -> None:
         if len(answers) != ds.ANSWER_VOCAB_SIZE:
             out.append(f"{vocab}: {len(answers)} answers but DATASET.ANSWER_VOCAB_SIZE is {ds.ANSWER_VOCAB_SIZE}")
     paths = SimpleNamespace(data_path=root, zip_mode=bool(ds.get("ZIP_MODE", False)), boxes=str(ds.get("BOXES")))
-    for split in SPLITS:
+    for split in splits:
         key = f"DATASET.{split}_IMAGE_SET"
         for name in [n for n in str(ds.get(f"{split}_IMAGE_SET", "")).split("+") if n]:
             if name not in IMAGE_SETS:
@@ -152,12 +160,12 @@ def check_vqa(cfg, out: Problems, samples: int) -> None:
                 out.box_file(VQADataset.box_file_path(paths, sample), "DATASET.DATASET_PATH + DATASET.BOXES")
 
 
-def check_vcr(cfg, out: Problems, samples: int) -> None:
+def check_vcr(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
     ds = cfg.DATASET
     root = ds.DATASET_PATH
     if not out.need(root, "DATASET.DATASET_PATH", "dataset folder"):
         return
-    for split in SPLITS:
+    for split in splits:
         key = f"DATASET.{split}_ANNOTATION_FILE"
         rows = out.jsonl_file(os.path.join(root, ds.get(f"{split}_ANNOTATION_FILE", "")), key)
         image_root = os.path.join(root, ds.get(f"{split}_IMAGE_SET", ""))
@@ -167,7 +175,7 @@ def check_vcr(cfg, out: Problems, samples: int) -> None:
                 out.need(os.path.join(image_root, row.get("metadata_fn", "")), f"DATASET.{split}_IMAGE_SET")
 
 
-def check_refcoco(cfg, out: Problems, samples: int) -> None:
+def check_refcoco(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
     from refcoco.dataset import DETECTIONS_FILE, VG_BOX_FOLDER, image_path
 
     root = cfg.DATASET.DATASET_PATH
@@ -184,28 +192,31 @@ def check_refcoco(cfg, out: Problems, samples: int) -> None:
             out.box_file(os.path.join(root, VG_BOX_FOLDER, f"{image['id']}.json"), "DATASET.DATASET_PATH")
 
 
-def check_pretrain(cfg, out: Problems, samples: int) -> None:
+def check_pretrain(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
     from common.config import dataset_sections
     from pretrain.datasets.conceptual_captions import ANNOTATION_FILES, folder_path
 
+    net = cfg.NETWORK
+    num_classes = int(net.VLBERT.visual_region_classes) if net.get("WITH_MVRC_LOSS", False) else None
     for i, ds in enumerate(dataset_sections(cfg)):
         where = f"DATASET[{i}]"
         if ds.DATASET == "general_corpus":
-            for split in SPLITS:
+            for split in splits:
                 for path in [p for p in str(ds.get(f"{split}_ANNOTATION_FILE", "")).split("+") if p]:
                     out.need(path, f"{where}.{split}_ANNOTATION_FILE")
         elif ds.DATASET == "conceptual_captions":
             root = ds.DATASET_PATH
             if not out.need(root, f"{where}.DATASET_PATH", "dataset folder"):
                 continue
-            for split in SPLITS:
+            for split in splits:
                 image_set = ds.get(f"{split}_IMAGE_SET", "")
                 if image_set in ANNOTATION_FILES:
                     rows = out.jsonl_file(os.path.join(root, ANNOTATION_FILES[image_set]),
                                           f"{where}.{split}_IMAGE_SET")
                     zip_mode = bool(ds.get("ZIP_MODE", False))
+                    box_file = functools.partial(out.box_file, num_classes=num_classes)
                     for row in spread(rows, samples):
-                        for field, check in (("image", out.image), ("frcnn", out.box_file)):
+                        for field, check in (("image", out.image), ("frcnn", box_file)):
                             if isinstance(row, dict) and isinstance(row.get(field), str):
                                 stored = row[field]
                                 check(os.path.join(root, stored if zip_mode else folder_path(stored)),
@@ -217,36 +228,39 @@ def check_pretrain(cfg, out: Problems, samples: int) -> None:
 CHECKS = {"vqa": check_vqa, "vcr": check_vcr, "refcoco": check_refcoco, "pretrain": check_pretrain}
 
 
-def check_data(cfg, task_name: str, samples: int = 20, bert_folder: bool = True) -> list[str]:
-    """All problems found for `task_name` (one of TASKS), sampling up to `samples` images/box files per split."""
+def check_data(cfg, task_name: str, samples: int = 20, bert_folder: bool = True,
+               splits: tuple[str, ...] = SPLITS) -> list[str]:
+    """All problems found for `task_name` (one of TASKS), sampling up to `samples` images/box files per split;
+    only the config sections in `splits` (TRAIN / VAL / TEST) are looked at."""
     if task_name not in CHECKS:
         raise ValueError(f"unknown task {task_name!r}; expected one of {TASKS}")
     out = Problems()
     check_network(cfg, out, bert_folder)
     try:
-        CHECKS[task_name](cfg, out, samples)
+        CHECKS[task_name](cfg, out, samples, tuple(splits))
     except Exception as err:  # noqa: BLE001 - report, do not stop: the point is one complete list
         out.append(f"check stopped early: {type(err).__name__}: {err}")
     return list(dict.fromkeys(out))
 
 
-def preflight(cfg, task_name: str) -> list[str]:
-    """Cheap mode for training start: existence and parsing plus 3 samples per split; [] for other tasks.
+def preflight(cfg, task_name: str, splits: tuple[str, ...] = SPLITS) -> list[str]:
+    """Cheap mode for training start: existence and parsing plus 3 samples per split in `splits` (the sections
+    the run reads); [] for other tasks.
 
     The BERT_MODEL_NAME folder is left to `data/check.py`: training without it is allowed (from scratch).
     """
     if task_name not in CHECKS:
         return []
-    return check_data(cfg, task_name, samples=3, bert_folder=False)
+    return check_data(cfg, task_name, samples=3, bert_folder=False, splits=splits)
 
 
 class PreflightError(FileNotFoundError):
     """Raised at training start when data or weight files the config names are missing or broken."""
 
 
-def require_data(cfg, task_name: str) -> None:
-    """Run `preflight` and raise one error listing every problem (each also logged)."""
-    problems = preflight(cfg, task_name)
+def require_data(cfg, task_name: str, splits: tuple[str, ...] = SPLITS) -> None:
+    """Run `preflight` on `splits` and raise one error listing every problem (each also logged)."""
+    problems = preflight(cfg, task_name, splits)
     for problem in problems:
         log.error("pre-flight: %s", problem)
     if problems:

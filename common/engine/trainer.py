@@ -158,6 +158,13 @@ def accumulation_steps(cfg: Any, world_size: int) -> int:
     return steps
 
 
+def splits_read(task: Any, cfg: Any) -> tuple[str, ...]:
+    """The config sections a training run reads: TRAIN, VAL when VAL_FREQUENT > 0, TEST when the task has a test
+    step (`--do-test`). The pre-flight check looks only at these, so a run without validation needs no val files."""
+    splits = ("TRAIN",) + (("VAL",) if int(cfg.VAL_FREQUENT) > 0 else ())
+    return splits + (("TEST",) if (task.extra or {}).get("test") is not None else ())
+
+
 def resolve_config(cfg: Any, world_size: int) -> Any:
     """The config the run really uses: accumulation derived from GLOBAL_BATCH written back (frozen copy)."""
     steps = accumulation_steps(cfg, world_size)
@@ -171,7 +178,7 @@ def resolve_config(cfg: Any, world_size: int) -> Any:
 def fit(task: Any, cfg: Any, env: Any, cfg_name: str, log_dir: str | None = None) -> TrainState:  # noqa: C901, PLR0915
     """Train `task` as `cfg` says, resuming from the newest checkpoint when allowed. Returns the final state."""
     cfg = resolve_config(cfg, env.world_size)
-    require_data(cfg, task.name)
+    require_data(cfg, task.name, splits_read(task, cfg))
     out_dir, prefix = output_layout(cfg, cfg_name)
     if env.is_main:
         os.makedirs(out_dir, exist_ok=True)

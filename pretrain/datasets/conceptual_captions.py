@@ -64,17 +64,20 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
     """Image-caption pairs with their detector boxes; items as `CaptionSampleBuilder.build`.
 
     End-to-end mode opens the JPEG; precomputed mode reads `features` [N, 2048] from the box file instead (box 0
-    gets the mean of the visible boxes' features). Masks come from `item_rng(seed, epoch, index)`.
+    gets the mean of the visible boxes' features). Masks come from `item_rng(seed, epoch, index)`. With
+    `num_classes` (NETWORK.VLBERT.visual_region_classes when MVRC is on), every box file's `classes` [N, C] must
+    have C == num_classes: the MVRC head predicts that many classes.
     """
 
     PAD_RULES = CAPTION_PAD_RULES
 
     def __init__(self, data_path: str, image_set: str, builder: CaptionSampleBuilder, precomputed: bool = False,
-                 zip_mode: bool = False, seed: int = 0, skip_unreadable_images: bool = False):
+                 zip_mode: bool = False, seed: int = 0, skip_unreadable_images: bool = False,
+                 num_classes: int | None = None):
         if image_set not in ANNOTATION_FILES:
             raise ValueError(f"conceptual_captions: image set {image_set!r} is not one of {sorted(ANNOTATION_FILES)}")
         self.data_path, self.builder, self.precomputed, self.zip_mode = data_path, builder, precomputed, zip_mode
-        self.skip_unreadable_images = skip_unreadable_images
+        self.skip_unreadable_images, self.num_classes = skip_unreadable_images, num_classes
         self.init_epoch_seed(seed)
         self.ann_file = os.path.join(data_path, ANNOTATION_FILES[image_set])
         self.records = read_jsonl(self.ann_file, ("image", "caption", "frcnn"))
@@ -96,6 +99,11 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         boxes_file = read_box_file(box_path, fields=fields)
         if "classes" not in boxes_file:
             raise BoxFileError(f"{box_path}: field 'classes' is missing (needed as the MVRC target)")
+        width = boxes_file["classes"].shape[1]
+        if self.num_classes is not None and boxes_file["num_boxes"] > 0 and width != self.num_classes:
+            raise BoxFileError(f"{box_path}: 'classes' has {width} columns (detector classes, background included) "
+                               f"but NETWORK.VLBERT.visual_region_classes is {self.num_classes}; set the key to "
+                               f"{width} (data/extract_boxes.py prints it)")
         if self.precomputed and "features" not in boxes_file:
             raise BoxFileError(f"{box_path}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
         boxes, classes, features = sort_by_confidence(boxes_file["boxes"], boxes_file["classes"],
