@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,9 @@ def build_param_groups(
     return list(groups.values())
 
 
+OriginalAdamWImpl = Literal["auto", "foreach", "loop"]
+
+
 class OriginalAdamW(torch.optim.Optimizer):
     """AdamW exactly as the original's `common/nlp/bert/optimization.py` (HF's old AdamW, correct_bias=True).
 
@@ -85,40 +90,109 @@ class OriginalAdamW(torch.optim.Optimizer):
     p -= lr * sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps); then p -= lr * wd * p.
     torch.optim.AdamW differs in two places: it decays p before the update, and it adds eps to sqrt(v / (1-b2^t))
     rather than to sqrt(v), which changes the first thousands of steps when eps is 1e-6.
+
+    impl: "auto" runs torch's fused Adam kernel (one pass over memory) where the parameter's device supports it,
+    with eps' = eps / sqrt(1-b2^t) so that its lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps') is the update
+    above, and multi-tensor `torch._foreach_*` ops elsewhere; "foreach" always uses the foreach ops; "loop" is the
+    per-parameter reference. All three keep the same state per parameter: "step" (0-d float32 CPU tensor),
+    "exp_avg" and "exp_avg_sq" (like the parameter), so checkpoints move freely between them. fp32/fp64 parameters
+    match the loop to rounding; for bf16/fp16 ones the fused kernel computes in fp32 and rounds once per update.
     """
 
     def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-6, weight_decay: float = 0.0):
+                 eps: float = 1e-6, weight_decay: float = 0.0, impl: OriginalAdamWImpl = "auto"):
+        if impl not in ("auto", "foreach", "loop"):
+            raise ValueError(f"OriginalAdamW impl: expected 'auto', 'foreach' or 'loop', found {impl!r}")
+        # impl stays out of the defaults so that param_groups (and the state_dict) keep the original keys
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
+        self.impl = impl
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: D102 - torch.optim.Optimizer API
         loss = closure() if closure is not None else None
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                state = self.state[param]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = float(state["step"])
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg.lerp_(param.grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
-                step_size = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
-                param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
-                if group["weight_decay"] > 0:
-                    param.mul_(1 - group["lr"] * group["weight_decay"])
+            if self.impl == "loop":
+                self._loop_step(group)
+            else:
+                self._multi_tensor_step(group)
         return loss
+
+    def _init_state(self, param: Tensor) -> dict:
+        state = self.state[param]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return state
+
+    def _loop_step(self, group: dict) -> None:
+        """The reference: one parameter at a time, ~7 passes over memory each."""
+        beta1, beta2 = group["betas"]
+        for param in group["params"]:
+            if param.grad is None:
+                continue
+            state = self._init_state(param)
+            state["step"] += 1
+            t = float(state["step"])
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            exp_avg.lerp_(param.grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(param.grad, param.grad, value=1 - beta2)
+            step_size = group["lr"] * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+            param.addcdiv_(exp_avg, exp_avg_sq.sqrt().add_(group["eps"]), value=-step_size)
+            if group["weight_decay"] > 0:
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+
+    def _multi_tensor_step(self, group: dict) -> None:
+        """The same update over buckets of parameters sharing (device, dtype, step count).
+
+        Parameters of one group can have different step counts (one without a gradient in some steps), and the
+        bias corrections (hence eps') depend on the step, so each count gets its own kernel call.
+        """
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if any(p.grad.is_sparse for p in params):
+            raise RuntimeError("OriginalAdamW does not support sparse gradients")
+        states = [self._init_state(p) for p in params]
+        steps = [s["step"] for s in states]
+        torch._foreach_add_(steps, 1)
+        buckets: dict[tuple[torch.device, torch.dtype, float], list[int]] = defaultdict(list)
+        for i, (param, step) in enumerate(zip(params, steps, strict=True)):
+            buckets[(param.device, param.dtype, float(step))].append(i)
+        lr, eps, (beta1, beta2) = float(group["lr"]), float(group["eps"]), group["betas"]
+        fused_devices = _get_fused_kernels_supported_devices()
+        for (device, dtype, t), index in buckets.items():
+            bucket = [params[i] for i in index]
+            grads = [p.grad for p in bucket]
+            exp_avgs = [states[i]["exp_avg"] for i in index]
+            exp_avg_sqs = [states[i]["exp_avg_sq"] for i in index]
+            bias_correction1, bias_correction2 = 1 - beta1**t, 1 - beta2**t
+            if self.impl == "auto" and device.type in fused_devices and dtype.is_floating_point:
+                # the fused kernel reads the step count per tensor (same value for the bucket) and never writes it
+                step = torch.full((), t, dtype=torch.float32, device=device)
+                torch._fused_adam_(
+                    bucket, grads, exp_avgs, exp_avg_sqs, [], [step] * len(bucket), lr=lr, beta1=beta1,
+                    beta2=beta2, weight_decay=0.0, eps=eps / math.sqrt(bias_correction2), amsgrad=False,
+                    maximize=False,
+                )
+            else:
+                torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+                torch._foreach_mul_(exp_avg_sqs, beta2)
+                torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+                denom = torch._foreach_sqrt(exp_avg_sqs)
+                torch._foreach_add_(denom, eps)
+                step_size = lr * math.sqrt(bias_correction2) / bias_correction1
+                torch._foreach_addcdiv_(bucket, exp_avgs, denom, value=-step_size)
+        if group["weight_decay"] > 0:
+            torch._foreach_mul_(params, 1 - lr * group["weight_decay"])
 
 
 def _fast_kwargs(params: list[Tensor]) -> dict:
-    """fused kernels on CUDA, foreach elsewhere (both keep the maths of the plain loop)."""
-    if params and all(p.is_cuda for p in params):
+    """{"fused": True} when torch has fused kernels for the params (floating point, one device type that
+    torch.optim lists as fused-capable: CPU, CUDA, ...), else {"foreach": True}; both keep the maths of the loop."""
+    device_types = {p.device.type for p in params}
+    if (len(device_types) == 1 and device_types <= set(_get_fused_kernels_supported_devices())
+            and all(torch.is_floating_point(p) for p in params)):
         return {"fused": True}
     return {"foreach": True}
 

@@ -76,6 +76,9 @@ def wrap_module(module: nn.Module, cfg: Any, env: Any, find_unused_parameters: b
     (an unused pooler, a disabled pretraining head); a task whose every parameter is used may turn it off.
     """
     if bool(cfg.TRAIN.get("COMPILE", False)):
+        if env.device.type == "cpu":
+            log.warning("TRAIN.COMPILE on CPU: the compiled model measured slower than eager (9.4 -> 5.3 samples/s, "
+                        "bench/RESULTS.md), as inductor replaces the oneDNN linears with MKL")
         module = torch.compile(module)
     if env.is_distributed:
         device_ids = [env.device.index] if env.device.type == "cuda" else None
