@@ -36,3 +36,37 @@ def _tiny_vlbert_config(**overrides):
 def tiny_vlbert_config():
     """Factory: `tiny_vlbert_config(**overrides)` -> EasyDict of NETWORK.VLBERT for a tiny model."""
     return _tiny_vlbert_config
+
+
+@pytest.fixture(scope="session")
+def demo_world_root(tmp_path_factory) -> str:
+    """The demo-size toy world (seed 0), generated once per session (~5 s); slow learning tests share it."""
+    from data.shape_world.generate import generate
+
+    root = str(tmp_path_factory.mktemp("toy_world_demo"))
+    generate(root, seed=0, size="demo")
+    return root
+
+
+@pytest.fixture(scope="session")
+def toy_pretraining_checkpoint(demo_world_root, minilm_dir, tmp_path_factory) -> str:
+    """Last checkpoint of `cfgs/pretrain/toy_cpu.yaml` trained from the minilm BERT on the demo world (slow: ~10 CPU
+    minutes); the toy fine-tuning tests start from it as NETWORK.PARTIAL_PRETRAIN."""
+    import glob
+
+    from common.engine.entry import train_main
+    from pretrain.task import TASK
+
+    out = str(tmp_path_factory.mktemp("toy_pretraining"))
+    corpus = os.path.join(demo_world_root, "en_corpus")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    train_main(TASK, ["--cfg", os.path.join(repo, "cfgs", "pretrain", "toy_cpu.yaml"), "OUTPUT_PATH", out,
+                      "VAL_FREQUENT", "1000",
+                      "NETWORK.BERT_MODEL_NAME", minilm_dir,
+                      "DATASET.0.DATASET_PATH", os.path.join(demo_world_root, "conceptual-captions"),
+                      "DATASET.1.TRAIN_ANNOTATION_FILE", f"{corpus}/bc1g.doc+{corpus}/wiki.doc",
+                      "DATASET.1.VAL_ANNOTATION_FILE", f"{corpus}/bc1g.doc",
+                      "DATASET.1.TEST_ANNOTATION_FILE", f"{corpus}/bc1g.doc"])
+    checkpoints = sorted(glob.glob(os.path.join(out, "**", "*-0[0-9][0-9][0-9].model"), recursive=True))
+    assert checkpoints, f"toy pre-training wrote no checkpoint under {out}"
+    return checkpoints[-1]

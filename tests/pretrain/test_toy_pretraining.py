@@ -3,7 +3,6 @@ accuracy rise compared with the evaluation of the same initial weights before tr
 checkpoint then does at least as well as toy VQA fine-tuned from BERT alone in the same steps."""
 from __future__ import annotations
 
-import glob
 import logging
 import os
 
@@ -25,31 +24,18 @@ VQA_TOY_CONFIG = "cfgs/vqa/toy_cpu.yaml"
 
 
 @pytest.fixture(scope="module")
-def demo_root(tmp_path_factory) -> str:
-    """The demo-size toy world (the small one has 40 captions and 298 VQA questions: too few to compare runs)."""
-    from data.shape_world.generate import generate
-
-    root = str(tmp_path_factory.mktemp("toy_world_demo"))
-    generate(root, seed=0, size="demo")
-    return root
-
-
-@pytest.fixture(scope="module")
-def pretrained(demo_root, minilm_dir, tmp_path_factory):
-    """(checkpoint path, val metrics before training, val metrics after training)."""
-    out = str(tmp_path_factory.mktemp("pretrain_run"))
-    cfg = toy_config(demo_root, minilm_dir, "OUTPUT_PATH", out, "VAL_FREQUENT", "1000")
+def pretrained(toy_pretraining_checkpoint, demo_world_root, minilm_dir):
+    """(checkpoint path, val metrics of the initial weights, val metrics of the checkpoint) on the demo world."""
+    cfg = toy_config(demo_world_root, minilm_dir)
     env = DistEnv()
     amp = MixedPrecision.from_config(cfg, env.device)
     val_loader = build_loader(TASK, cfg, "val", env)
     seed_everything(int(cfg.RNG_SEED))  # the initial weights fit() starts from
     before = evaluate(TASK.build_module(cfg), val_loader, build_metrics(TASK, cfg), amp, env.device)
-    fit(TASK, cfg, env, "toy_cpu")
-    checkpoint = sorted(glob.glob(os.path.join(out, "toy_cpu", "train_train", "*-0*.model")))[-1]
-    after = evaluate(load_module_for_inference(TASK, cfg, checkpoint), val_loader, build_metrics(TASK, cfg), amp,
-                     env.device)
+    after = evaluate(load_module_for_inference(TASK, cfg, toy_pretraining_checkpoint), val_loader,
+                     build_metrics(TASK, cfg), amp, env.device)
     log.info("toy pretraining val before %s after %s", before, after)
-    return checkpoint, before, after
+    return toy_pretraining_checkpoint, before, after
 
 
 @pytest.mark.slow
@@ -64,7 +50,7 @@ def test_toy_pretraining_improves_val_mlm_and_mvrc(pretrained, record_property):
 
 
 @pytest.mark.slow
-def test_toy_vqa_from_pretraining_vs_from_bert(pretrained, demo_root, minilm_dir, tmp_path, record_property):
+def test_toy_vqa_from_pretraining_vs_from_bert(pretrained, demo_world_root, minilm_dir, tmp_path, record_property):
     """Both fine-tuning runs take the same steps (the toy VQA config as `make demo` runs it); the pretrained one must
     load every VL-BERT tensor it names and reach at least the best val SoftAcc of the run from BERT."""
     if not os.path.isfile(VQA_TOY_CONFIG):
@@ -73,7 +59,7 @@ def test_toy_vqa_from_pretraining_vs_from_bert(pretrained, demo_root, minilm_dir
     checkpoint = pretrained[0]
     scores = {}
     for name, partial in (("from_bert", ""), ("from_pretraining", checkpoint)):
-        coco = os.path.join(demo_root, "coco")
+        coco = os.path.join(demo_world_root, "coco")
         cfg = load_config(VQA_TOY_CONFIG, [
             "OUTPUT_PATH", str(tmp_path / name), "NETWORK.BERT_MODEL_NAME", minilm_dir, "NETWORK.PARTIAL_PRETRAIN",
             partial, "DATASET.DATASET_PATH", coco, "DATASET.ROOT_PATH", str(tmp_path / name),
