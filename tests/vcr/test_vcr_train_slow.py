@@ -27,8 +27,10 @@ def toy_vcr(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="toy VCR stays at chance after 3 epochs in every setting tried (val 0.23-0.30); "
-                          "the toy config needs longer training or easier grounding", strict=False)
+@pytest.mark.xfail(reason="toy VCR stays at chance (val 0.24-0.29, answer loss ln 4) in every setting tried: visual "
+                          "gates 0.05 or 1.0, with or without 10x LR on new parts, trainable C5, from an end-to-end "
+                          "toy pre-training; the random frozen ResNet-18 features carry colour (linear probe 0.90) but "
+                          "choice-vs-region matching is not learnt from scratch", strict=False)
 @pytest.mark.parametrize("yaml_name", ["toy_q2a_cpu.yaml", "toy_qa2r_cpu.yaml"])
 def test_toy_vcr_beats_chance(yaml_name, toy_vcr, minilm_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO)
