@@ -6,7 +6,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -55,22 +54,14 @@ def test_two_process_training(vqa_toy_root, vqa_vocab_only_dir, tmp_path):
     assert os.path.isfile(os.path.join(out, RUN_DIR, "vl-bert_toy_prec_vqa-0000.model"))
 
 
-@pytest.fixture(scope="module")
-def demo_world(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp("toy_vqa_demo"))
-    subprocess.run([sys.executable, "data/make_toy_data.py", "--root", root, "--seed", "0", "--size", "demo"],
-                   cwd=REPO, check=True, capture_output=True)
-    return root
-
-
 @pytest.mark.slow
-def test_toy_training_beats_the_text_only_baseline(demo_world, minilm_dir, tmp_path):
+def test_toy_training_beats_the_text_only_baseline(demo_world_root, minilm_dir, tmp_path):
     """The toy config as `make demo` runs it: val SoftAcc must clear the best text-only baseline by 10 points."""
     out = str(tmp_path / "demo")
     output = launch(["./scripts/nondist_run.sh", "vqa/train_end2end.py", TOY_CFG, out,
-                     *data_overrides(demo_world), "NETWORK.BERT_MODEL_NAME", minilm_dir], timeout=1800)
+                     *data_overrides(demo_world_root), "NETWORK.BERT_MODEL_NAME", minilm_dir], timeout=1800)
     accuracies = [float(v) for v in re.findall(r"Val-SoftAcc=([0-9.]+)", output)]
-    with open(os.path.join(demo_world, "baselines.json")) as f:
+    with open(os.path.join(demo_world_root, "baselines.json")) as f:
         val = json.load(f)["vqa"]["val2014"]
     text_only = max(val["text_only_per_question"], val["text_only_per_template"])
     assert accuracies and max(accuracies) > text_only + 0.10, (accuracies, text_only)
