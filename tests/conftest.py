@@ -38,14 +38,25 @@ def tiny_vlbert_config():
     return _tiny_vlbert_config
 
 
+def _toy_world(tmp_path_factory, size: str) -> str:
+    from data.shape_world.generate import generate
+
+    root = str(tmp_path_factory.mktemp(f"toy_world_{size}"))
+    generate(root, seed=0, size=size)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_world_root(tmp_path_factory) -> str:
+    """The small toy world (seed 0), generated once per session (< 1 s). Read-only: tests that break files copy
+    the part they need first."""
+    return _toy_world(tmp_path_factory, "small")
+
+
 @pytest.fixture(scope="session")
 def demo_world_root(tmp_path_factory) -> str:
     """The demo-size toy world (seed 0), generated once per session (~5 s); slow learning tests share it."""
-    from data.shape_world.generate import generate
-
-    root = str(tmp_path_factory.mktemp("toy_world_demo"))
-    generate(root, seed=0, size="demo")
-    return root
+    return _toy_world(tmp_path_factory, "demo")
 
 
 @pytest.fixture(scope="session")

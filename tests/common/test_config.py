@@ -15,10 +15,10 @@ from common.config import (
     get_default_config,
     load_config,
 )
+from itm.config import add_itm_defaults
 from pretrain.config import add_pretrain_defaults
 from refcoco.config import add_refcoco_defaults
 from vcr.config import add_vcr_defaults
-from itm.config import add_itm_defaults
 from vqa.config import add_vqa_defaults
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from common.config import load_config
-from data.shape_world import generate
 from itm.config import add_itm_defaults
 from itm.task import ITM, MatchAccuracy, build_itm_dataset
 
@@ -24,10 +23,8 @@ TINY = ["NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32", 
 
 
 @pytest.fixture(scope="module")
-def toy_root(tmp_path_factory) -> str:
-    root = str(tmp_path_factory.mktemp("toy_itm"))
-    generate(root, seed=0, size="small")
-    return root
+def toy_root(small_world_root) -> str:
+    return small_world_root
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,13 @@
 """Fixtures of the pretraining tests: a small toy world on disk and the real uncased tokenizer."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 
 @pytest.fixture(scope="session")
-def toy_root(tmp_path_factory) -> str:
+def toy_root(small_world_root) -> str:
     """The small toy world (seed 0), generated once per session."""
-    from data.shape_world.generate import generate
-
-    root = str(tmp_path_factory.mktemp("toy_world"))
-    logging.getLogger("data").setLevel(logging.WARNING)
-    generate(root, seed=0, size="small")
-    return root
+    return small_world_root
 
 
 @pytest.fixture(scope="session")

@@ -6,18 +6,14 @@ import shutil
 
 import pytest
 
-from data.shape_world import generate
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY_CFG = os.path.join(REPO, "cfgs", "refcoco", "toy_cpu.yaml")
 
 
 @pytest.fixture(scope="session")
-def toy_root(tmp_path_factory) -> str:
+def toy_root(small_world_root) -> str:
     """The small toy world (seed 0); RefCOCO+ files under <root>/coco/refcoco+."""
-    root = str(tmp_path_factory.mktemp("toy_refcoco"))
-    generate(root, seed=0, size="small")
-    return root
+    return small_world_root
 
 
 @pytest.fixture(scope="session")

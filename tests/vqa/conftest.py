@@ -7,15 +7,11 @@ import shutil
 import pytest
 from vqa_fixtures import TOY_CFG, tiny_overrides
 
-from data.shape_world import generate
-
 
 @pytest.fixture(scope="session")
-def vqa_toy_root(tmp_path_factory) -> str:
+def vqa_toy_root(small_world_root) -> str:
     """The small toy world (seed 0); VQA files under <root>/coco."""
-    root = str(tmp_path_factory.mktemp("toy_vqa"))
-    generate(root, seed=0, size="small")
-    return root
+    return small_world_root
 
 
 @pytest.fixture(scope="session")
