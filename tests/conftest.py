@@ -17,6 +17,17 @@ def minilm_dir() -> str:
     return folder
 
 
+@pytest.fixture(scope="session")
+def vocab_only_bert_dir(tmp_path_factory, minilm_dir) -> str:
+    """A BERT folder holding only the minilm vocab.txt: tiny VL-BERTs with random weights and BERT's wordpieces.
+    Read-only, shared by the session."""
+    import shutil
+
+    target = tmp_path_factory.mktemp("vocab_only_bert")
+    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
+    return str(target)
+
+
 def _tiny_vlbert_config(**overrides):
     """NETWORK.VLBERT for a tiny VL-BERT (hidden 32, 2 layers, 4 heads, vocab 50); keyword overrides win."""
     from easydict import EasyDict

@@ -57,7 +57,7 @@ def tiny_overrides(bert_dir: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def byo(tmp_path_factory, minilm_dir) -> dict:
+def byo(tmp_path_factory, vocab_only_bert_dir) -> dict:
     """The user's files (photos/, pairs.csv, a text file, detector weights) and the two preparation steps run."""
     from torchvision.models import detection
 
@@ -78,9 +78,6 @@ def byo(tmp_path_factory, minilm_dir) -> dict:
     (root / "pairs.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (root / "my_text.txt").write_text("a red ball lies next to a small green kite .\n"
                                       "two people stand beside a large blue car .\n", encoding="utf-8")
-    bert = root / "vocab_only_bert"
-    bert.mkdir()
-    shutil.copyfile(os.path.join(minilm_dir, "vocab.txt"), bert / "vocab.txt")
     torch.manual_seed(0)
     detector = getattr(detection, DETECTOR)(weights=None, weights_backbone=None, num_classes=COCO_CLASSES)
     torch.save(detector.state_dict(), root / "detector.pth")
@@ -91,7 +88,7 @@ def byo(tmp_path_factory, minilm_dir) -> dict:
     convert = run([sys.executable, "data/captions_to_pretrain.py", "--input", str(root / "pairs.csv"),
                    "--boxes-dir", str(root / "my_boxes"), "--out", str(root / "my-captions")])
     return {"root": root, "captions": str(root / "my-captions"), "corpus": str(root / "my_text.txt"),
-            "bert": str(bert), "extract_log": extract, "convert_log": convert}
+            "bert": vocab_only_bert_dir, "extract_log": extract, "convert_log": convert}
 
 
 def test_boxes_and_layout(byo):

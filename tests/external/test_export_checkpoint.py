@@ -183,19 +183,16 @@ def test_original_keys_on_a_real_module(trained):
     assert not any(k.startswith("module.") for k in unprefixed) and list(from_original(unprefixed, "vcr")) == list(ours)
 
 
-def test_vcr_original_checkpoint_exports_and_reloads(tmp_path, minilm_dir):
+def test_vcr_original_checkpoint_exports_and_reloads(tmp_path, vocab_only_bert_dir):
     """An original-layout VCR checkpoint (module., vlbert._module., head.0 aliases) loads strictly into our VCR
     module through the exporter, and the export reloads to the same tensors."""
-    import shutil
 
     from vcr.config import add_vcr_defaults
     from vcr.task import TASK
 
-    bert_dir = tmp_path / "vocab_only"
-    bert_dir.mkdir()
-    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), bert_dir / "vocab.txt")
-    overrides = ["NETWORK.BERT_MODEL_NAME", str(bert_dir), "SCALES", "[48, 64]", "NETWORK.VLBERT.hidden_size", "32",
-                 "NETWORK.VLBERT.visual_size", "32", "NETWORK.IMAGE_FINAL_DIM", "32",
+    overrides = ["NETWORK.BERT_MODEL_NAME", vocab_only_bert_dir, "SCALES", "[48, 64]",
+                 "NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32",
+                 "NETWORK.IMAGE_FINAL_DIM", "32",
                  "NETWORK.VLBERT.num_hidden_layers", "1", "NETWORK.VLBERT.num_attention_heads", "2",
                  "NETWORK.VLBERT.intermediate_size", "64", "NETWORK.VLBERT.vocab_size", "200"]
     cfg = load_config("cfgs/vcr/toy_q2a_cpu.yaml", overrides, add_task_defaults=add_vcr_defaults)

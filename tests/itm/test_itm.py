@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import math
 import os
-import shutil
 
 import pytest
 import torch
@@ -28,11 +27,8 @@ def toy_root(small_world_root) -> str:
 
 
 @pytest.fixture(scope="module")
-def vocab_only_dir(tmp_path_factory, minilm_dir) -> str:
-    """BERT's wordpieces without weights: a randomly initialised tiny VL-BERT."""
-    target = tmp_path_factory.mktemp("itm_vocab")
-    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
-    return str(target)
+def vocab_only_dir(vocab_only_bert_dir) -> str:
+    return vocab_only_bert_dir
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
@@ -17,11 +16,8 @@ def toy_root(small_world_root) -> str:
 
 
 @pytest.fixture(scope="session")
-def vocab_only_dir(tmp_path_factory, minilm_dir) -> str:
-    """The minilm vocabulary without weights: a randomly initialised tiny VL-BERT with BERT's wordpieces."""
-    target = tmp_path_factory.mktemp("vocab_only_bert")
-    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
-    return str(target)
+def vocab_only_dir(vocab_only_bert_dir) -> str:
+    return vocab_only_bert_dir
 
 
 def tiny_overrides(bert_dir: str, data_dir: str) -> list[str]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 from PIL import Image
@@ -44,12 +43,8 @@ def write_vcr_dir(root: str, lines_by_split: dict[str, list[dict]], boxes=BOXES)
 
 
 @pytest.fixture
-def vocab_only_dir(tmp_path, minilm_dir):
-    """The minilm vocab without weights: a randomly initialised tiny VL-BERT with BERT's vocabulary."""
-    target = tmp_path / "vocab_only_bert"
-    target.mkdir()
-    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
-    return str(target)
+def vocab_only_dir(vocab_only_bert_dir):
+    return vocab_only_bert_dir
 
 
 def tiny_overrides(bert_dir: str, data_dir: str) -> list[str]:

@@ -1,9 +1,6 @@
 """Fixtures of the VQA tests: the small toy world, a vocabulary-only BERT folder and a tiny config."""
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 from vqa_fixtures import TOY_CFG, tiny_overrides
 
@@ -15,11 +12,8 @@ def vqa_toy_root(small_world_root) -> str:
 
 
 @pytest.fixture(scope="session")
-def vqa_vocab_only_dir(tmp_path_factory, minilm_dir) -> str:
-    """The minilm vocabulary without weights: a randomly initialised tiny VL-BERT with BERT's wordpieces."""
-    target = tmp_path_factory.mktemp("vqa_vocab_only_bert")
-    shutil.copy(os.path.join(minilm_dir, "vocab.txt"), target / "vocab.txt")
-    return str(target)
+def vqa_vocab_only_dir(vocab_only_bert_dir) -> str:
+    return vocab_only_bert_dir
 
 
 @pytest.fixture
