@@ -1,7 +1,9 @@
 """RefCOCO+ (UNC) files for toy train2014 images: `refs(unc).p`, `instances.json` and MAttNet-style detections.
 
 testA refers to people and testB to other objects, as in the real split; expressions name the category plus
-the colour, size or side that tells the object apart from others of its category.
+the colour, size or side that tells the object apart from others of its category, and the object whose box is at
+least 1.5x the area of every other one is also "the biggest one" (a fact of its own box, which a model trained
+from scratch on a CPU-sized world learns; the others need a word matched against a region).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from data.shape_world.vocab import COCO_ID_TO_NAME, SHAPE_CATEGORY_ID, SHAPE_NAM
 from data.shape_world.world import Scene, ToyObject
 
 REFCOCO_SPLITS = ("train", "val", "testA", "testB")
+# Said of the object whose box is at least 1.5x the area of every other one in the image, whatever its category.
+BIGGEST_PHRASES = ("the biggest one", "biggest thing in the picture")
 
 
 @dataclass
@@ -103,14 +107,16 @@ def _jittered_xyxy(rng, box, scene: Scene, scale: float) -> tuple[float, float, 
 
 def _refs_for_image(im: CocoImage, rng: np.random.Generator, next_ref: int, next_sent: int) -> list[dict]:
     refs = []
+    biggest = im.scene.biggest()
     for j, obj in enumerate(im.scene.objects):
         phrases = expressions_for(im.scene, obj)
-        if not phrases or not _refers_in_split(obj, im.refcoco_split):
+        always = list(BIGGEST_PHRASES) if obj is biggest else []
+        if not (phrases or always) or not _refers_in_split(obj, im.refcoco_split):
             continue
-        picks = rng.choice(len(phrases), size=min(len(phrases), int(rng.integers(1, 4))), replace=False)
+        wanted = int(rng.integers(0 if always else 1, 2 if always else 4))
+        picks = rng.choice(len(phrases), size=min(len(phrases), wanted), replace=False)
         sentences = []
-        for k in sorted(int(p) for p in picks):
-            sent = phrases[k]
+        for sent in always + [phrases[k] for k in sorted(int(p) for p in picks)]:
             raw = sent[0].upper() + sent[1:] if rng.random() < 0.5 else sent
             sentences.append({"tokens": sent.split(), "raw": raw, "sent": sent, "sent_id": next_sent})
             next_sent += 1

@@ -1,7 +1,13 @@
 """VCR v1.0 files for toy scenes: `{train,val,test}.jsonl` and `vcr1images/<movie>/<stem>.{jpg,json}`.
 
-Questions ask the colour or the place of a referenced object; rationales restate other visual facts of that
-object, so both Q->A and QA->R need the image.
+Two kinds of question, both needing the image:
+
+* "Which of them is the biggest?" over 4 objects (one at least 1.5x the area of each other), the rationales naming
+  the same 4 objects. The right choice is a fact of its own region (and, for QA->R, the region the answer names),
+  so a model trained from scratch on a CPU-sized world learns it.
+* The colour or the place of one referenced object, the rationales restating other visual facts of that object
+  (one set of them true). Telling the right choice needs the colour or side *word* matched against the region,
+  which a CPU-sized run from BERT does not learn without visual-linguistic pre-training: these stay near chance.
 """
 from __future__ import annotations
 
@@ -73,6 +79,23 @@ def _side_item(rng, scene: Scene, i: int):
     return question, answers, rationales
 
 
+def _biggest_item(rng, scene: Scene):
+    """Which of 4 objects is the biggest (by at least 1.5x in area): a fact of one region alone, so the answer and
+    the rationale are scored from each choice's own region."""
+    for top in rng.permutation(len(scene.objects)):
+        area = scene.objects[top].box_area
+        smaller = [k for k in range(len(scene.objects)) if 1.5 * scene.objects[k].box_area <= area]
+        if len(smaller) >= 3:
+            picked = [int(top)] + [smaller[int(k)] for k in rng.choice(len(smaller), size=3, replace=False)]
+            break
+    else:
+        return None
+    question = ["Which", "of", "them", "is", "the", "biggest", "?"]
+    answers = [[[k], "is", "."] for k in picked]
+    rationales = [[[k], "takes", "up", "more", "room", "than", "the", "others", "."] for k in picked]
+    return question, answers, rationales
+
+
 def _orig_text(tokens: list) -> str:
     """The worker-style string: object mentions as 1-based numbers."""
     words = [" and ".join(str(i + 1) for i in t) if isinstance(t, list) else t for t in tokens]
@@ -107,16 +130,15 @@ def _metadata(scene: Scene, rng) -> dict:
 
 
 def _items_for_scene(rng, scene: Scene) -> list:
+    """The "biggest" item when the scene allows one, then one colour or place item of a random object."""
+    items = [item for item in [_biggest_item(rng, scene)] if item is not None]
     makers = [(_colour_item, i) for i in range(len(scene.objects))] + \
              [(_side_item, i) for i in range(len(scene.objects))]
-    wanted = int(rng.integers(1, 4))
-    items = []
     for k in rng.permutation(len(makers)):
         make, i = makers[int(k)]
         item = make(rng, scene, i)
         if item is not None:
             items.append(item)
-        if len(items) == wanted:
             break
     return items
 

@@ -48,6 +48,11 @@ class ToyObject:
         return (x0 + x1) / 2.0, (y0 + y1) / 2.0
 
     @property
+    def box_area(self) -> int:
+        x0, y0, x1, y1 = self.box
+        return (x1 - x0 + 1) * (y1 - y0 + 1)
+
+    @property
     def xywh(self) -> list[float]:
         """COCO bbox: top-left corner and the pixel extent (x1 - x0 + 1)."""
         x0, y0, x1, y1 = self.box
@@ -73,6 +78,12 @@ class Scene:
     height: int
     background: int
     objects: tuple[ToyObject, ...]
+
+    def biggest(self, factor: float = 1.5) -> ToyObject | None:
+        """The object whose box is at least `factor` times the area of every other one, if there is one."""
+        top = max(self.objects, key=lambda o: o.box_area)
+        others = [o for o in self.objects if o is not top]
+        return top if all(factor * o.box_area <= top.box_area for o in others) else None
 
     def count(self, **attrs: str) -> int:
         return sum(all(getattr(o, k) == v for k, v in attrs.items()) for o in self.objects)
@@ -194,10 +205,10 @@ def _flavour_ok(objects: list[ToyObject], flavour: str) -> bool:
 
 def sample_scene(rng: np.random.Generator, width: int, height: int, flavour: str = "any") -> Scene:
     """A scene of 2-5 non-overlapping objects. flavour: any | people (>= 2 persons) | things (no person,
-    a repeated category) | vcr (>= 1 person)."""
+    a repeated category) | vcr (>= 1 person, 4-5 objects planned)."""
     base = min(width, height)
     for _ in range(50):
-        n = int(rng.integers(2, 6))
+        n = int(rng.integers(4 if flavour == "vcr" else 2, 6))
         objects: list[ToyObject] = []
         for shape in _shape_plan(rng, n, flavour):
             colour = COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
