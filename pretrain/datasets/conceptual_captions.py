@@ -99,6 +99,11 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         boxes_file = read_box_file(box_path, fields=fields)
         if "classes" not in boxes_file:
             raise BoxFileError(f"{box_path}: field 'classes' is missing (needed as the MVRC target)")
+        if boxes_file["num_boxes"] == 0 and self.num_classes is not None:
+            # no detections: the caption still trains (MLM, relationship) over the whole-image box alone, and the
+            # MVRC targets keep the head's width so that a batch of such images has no target rather than a
+            # 0-column one
+            boxes_file["classes"] = np.zeros((0, self.num_classes), dtype=np.float32)
         width = boxes_file["classes"].shape[1]
         if self.num_classes is not None and boxes_file["num_boxes"] > 0 and width != self.num_classes:
             raise BoxFileError(f"{box_path}: 'classes' has {width} columns (detector classes, background included) "

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from common.data.box_files import BoxFileError, encode_array, read_box_file
+from common.data.collate import collate_dicts
 from common.data.masking import IGNORE_LABEL
 from common.data.transforms import VisualTransform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
 from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset, folder_path
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
+from pretrain.losses import mvrc_loss, valid_region_rows
 
 
 def _builder(tokenizer, flip_prob=0.0, **kwargs) -> CaptionSampleBuilder:
@@ -112,17 +114,19 @@ def test_relationship_negatives_and_flip_swaps_left_right(toy_root, tokenizer):
     assert right in text and left not in text
 
 
-def _write_case(root: str, features_rows: int) -> str:
-    """A one-sample CC folder whose box file has 3 boxes and `features_rows` feature rows."""
+def _write_case(root: str, features_rows: int, num_boxes: int = 3, name: str = "00000000", append: bool = False) -> str:
+    """A CC folder with one sample whose box file has `num_boxes` boxes and `features_rows` feature rows (with
+    `append`, the sample is added to the folder's annotation file)."""
     os.makedirs(os.path.join(root, "train_frcnn"), exist_ok=True)
-    box_file = os.path.join(root, "train_frcnn", "00000000.json")
-    classes = np.eye(3, 1601, dtype=np.float32)
+    box_file = os.path.join(root, "train_frcnn", f"{name}.json")
+    classes = np.eye(num_boxes, 1601, dtype=np.float32)
+    boxes = np.tile(np.array([[2.0, 3.0, 30.0, 20.0]], dtype=np.float32), (num_boxes, 1))
     with open(box_file, "w") as f:
-        json.dump({"image_w": 50, "image_h": 40, "num_boxes": 3, "boxes": encode_array(np.ones((3, 4))),
+        json.dump({"image_w": 50, "image_h": 40, "num_boxes": num_boxes, "boxes": encode_array(boxes),
                    "classes": encode_array(classes), "features": encode_array(np.ones((features_rows, 2048)))}, f)
-    with open(os.path.join(root, "train_frcnn.json"), "w") as f:
-        f.write(json.dumps({"image": "train_image.zip@/00000000.jpg", "caption": ["a", "cat"],
-                            "frcnn": "train_frcnn.zip@/00000000.json"}) + "\n")
+    with open(os.path.join(root, "train_frcnn.json"), "a" if append else "w") as f:
+        f.write(json.dumps({"image": f"train_image.zip@/{name}.jpg", "caption": ["a", "red", "cat"],
+                            "frcnn": f"train_frcnn.zip@/{name}.json"}) + "\n")
     return box_file
 
 
@@ -132,6 +136,22 @@ def test_feature_count_disagreeing_with_boxes_names_the_file(tmp_path, tokenizer
     with pytest.raises(BoxFileError, match="00000000.json.*features"):
         data[0]
     assert os.path.isfile(box_file)
+
+
+def test_image_without_detections_trains_with_no_mvrc_target(tmp_path, tokenizer):
+    _write_case(str(tmp_path), features_rows=0, num_boxes=0)
+    _write_case(str(tmp_path), features_rows=3, name="00000001", append=True)
+    data = ConceptualCaptionsDataset(str(tmp_path), "train", _builder(tokenizer), precomputed=True,
+                                     num_classes=1601)
+    empty, full = data[0], data[1]
+    assert empty["boxes"].shape == (1, 4) and torch.isfinite(empty["box_features"]).all()  # the whole image only
+    assert empty["mvrc_labels"].shape == (1, 1601) and full["mvrc_labels"].shape == (4, 1601)
+    logits = torch.zeros(1, 4, 1601)
+    alone = collate_dicts([empty], ConceptualCaptionsDataset.PAD_RULES)
+    assert mvrc_loss(logits[:, :1], alone["mvrc_labels"]).item() == 0.0  # no target, no error
+    both = collate_dicts([empty, full], ConceptualCaptionsDataset.PAD_RULES)
+    assert both["mvrc_labels"].shape == (2, 4, 1601) and not valid_region_rows(both["mvrc_labels"])[0].any()
+    assert torch.isfinite(mvrc_loss(torch.cat([logits, logits]), both["mvrc_labels"]))
 
 
 def test_missing_zip_entry_names_archive_and_entry(tmp_path, tokenizer):
