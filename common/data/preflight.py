@@ -117,7 +117,9 @@ def check_network(cfg, out: Problems, bert_folder: bool = True) -> None:
                 if vocab_size is not None and lines != vocab_size:
                     out.append(f"{vocab}: {lines} tokens but NETWORK.VLBERT.vocab_size is {vocab_size}")
     if not net.get("IMAGE_FEAT_PRECOMPUTED", False) and net.get("IMAGE_PRETRAINED"):
-        out.need(f"{net.IMAGE_PRETRAINED}-{int(net.get('IMAGE_PRETRAINED_EPOCH', 0)):04d}.model",
+        from common.model.resnet import resolve_resnet_weights_path  # the path rule FastRCNN loads by
+
+        out.need(resolve_resnet_weights_path(net.IMAGE_PRETRAINED, int(net.get("IMAGE_PRETRAINED_EPOCH", 0))),
                  "NETWORK.IMAGE_PRETRAINED/IMAGE_PRETRAINED_EPOCH")
     if net.get("PARTIAL_PRETRAIN"):
         out.need(net.PARTIAL_PRETRAIN, "NETWORK.PARTIAL_PRETRAIN")

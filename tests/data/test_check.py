@@ -56,3 +56,22 @@ def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
     assert any("image not found" in line and image in line and "DATASET.TRAIN_IMAGE_SET" in line for line in lines)
     assert any(box_file in line and "DATASET.BOXES" in line for line in lines)
     assert any(f"{true_size} answers but DATASET.ANSWER_VOCAB_SIZE is {true_size + 3}" in line for line in lines)
+
+
+@pytest.mark.parametrize("layout", ["file", "prefix"])
+def test_image_pretrained_is_found_as_the_model_loads_it(tmp_path, layout):
+    """NETWORK.IMAGE_PRETRAINED names a weights file, or the original's prefix of `<prefix>-<epoch:04d>.model`."""
+    from common.config_node import ConfigNode
+    from common.data.preflight import Problems, check_network
+
+    weights = tmp_path / ("resnet18-toy.pth" if layout == "file" else "resnet18-0003.model")
+    key = str(weights) if layout == "file" else str(tmp_path / "resnet18")
+    cfg = ConfigNode({"NETWORK": {"IMAGE_FEAT_PRECOMPUTED": False, "IMAGE_PRETRAINED": key,
+                                  "IMAGE_PRETRAINED_EPOCH": 3}})
+    problems = Problems()
+    check_network(cfg, problems, bert_folder=False)
+    assert len(problems) == 1 and "NETWORK.IMAGE_PRETRAINED" in problems[0] and str(weights) in problems[0]
+    weights.write_bytes(b"")
+    problems = Problems()
+    check_network(cfg, problems, bert_folder=False)
+    assert problems == []
