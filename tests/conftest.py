@@ -71,6 +71,18 @@ def demo_world_root(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def toy_backbone_weights(tmp_path_factory) -> str:
+    """`data/toy_backbone.py` weights (ResNet-18 on toy object crops, as `make toy-backbone`), trained once per
+    session (slow: ~2-3 CPU minutes); the end-to-end toy configs read them as NETWORK.IMAGE_PRETRAINED."""
+    from data.toy_backbone import train
+
+    out = str(tmp_path_factory.mktemp("toy_backbone") / "resnet18-toy.pth")
+    accuracy = train(out, num_layers=18)
+    assert min(accuracy.values()) > 0.9, f"toy backbone held-out accuracy {accuracy}"
+    return out
+
+
+@pytest.fixture(scope="session")
 def toy_pretraining_checkpoint(demo_world_root, minilm_dir, tmp_path_factory) -> str:
     """Last checkpoint of `cfgs/pretrain/toy_cpu.yaml` trained from the minilm BERT on the demo world (slow: ~10 CPU
     minutes); the toy fine-tuning tests start from it as NETWORK.PARTIAL_PRETRAIN."""

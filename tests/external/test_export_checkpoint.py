@@ -190,7 +190,7 @@ def test_vcr_original_checkpoint_exports_and_reloads(tmp_path, vocab_only_bert_d
     from vcr.config import add_vcr_defaults
     from vcr.task import TASK
 
-    overrides = ["NETWORK.BERT_MODEL_NAME", vocab_only_bert_dir, "SCALES", "[48, 64]",
+    overrides = ["NETWORK.BERT_MODEL_NAME", vocab_only_bert_dir, "NETWORK.IMAGE_PRETRAINED", "", "SCALES", "[48, 64]",
                  "NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32",
                  "NETWORK.IMAGE_FINAL_DIM", "32",
                  "NETWORK.VLBERT.num_hidden_layers", "1", "NETWORK.VLBERT.num_attention_heads", "2",

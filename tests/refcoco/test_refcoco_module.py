@@ -47,7 +47,8 @@ def module_and_data(tiny_cfg):
 
 
 def test_padding_does_not_change_logits_and_loss_is_bce(module_and_data):
-    module, dataset, _ = module_and_data
+    module, _, cfg = module_and_data
+    dataset = TASK.build_dataset(cfg, "train")  # 12 images: pairs of equal size and unequal box count
     sizes = [dataset.refer.image_size(s.image_id) for s in dataset.samples]
     counts = [len(dataset.candidate_boxes(s.image_id)) for s in dataset.samples]
     # two samples of the same image size with different box counts, so padding is only in boxes and text

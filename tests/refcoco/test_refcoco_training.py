@@ -24,14 +24,12 @@ def run(cmd: list[str], timeout: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="toy RefCOCO+ with a frozen, randomly initialised ResNet-18 reaches val 0.29 against random "
-                          "box 0.19 / largest box 0.10: above both, but not by the 10 points asked on every split",
-                   strict=False)
-def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_factory, minilm_dir):
+def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_factory, minilm_dir, toy_backbone_weights):
     root = demo_world_root
     out = str(tmp_path_factory.mktemp("refcoco_train"))
     data = os.path.join(root, "coco")
-    opts = ["DATASET.DATASET_PATH", data, "NETWORK.BERT_MODEL_NAME", minilm_dir]
+    opts = ["DATASET.DATASET_PATH", data, "NETWORK.BERT_MODEL_NAME", minilm_dir,
+            "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights]
     run([sys.executable, "refcoco/train_end2end.py", "--cfg", TOY_CFG, "--model-dir", out, *opts], timeout=5400)
     (best,) = glob.glob(os.path.join(out, "**", "*-best.model"), recursive=True)
     with open(os.path.join(root, "baselines.json")) as f:

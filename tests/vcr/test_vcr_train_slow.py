@@ -31,14 +31,15 @@ def _only(pattern: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def trained(demo_world_root, minilm_dir, tmp_path_factory) -> dict:
+def trained(demo_world_root, minilm_dir, toy_backbone_weights, tmp_path_factory) -> dict:
     """{'a': ..., 'r': ...}: best val accuracy, the run's config.yaml and its best checkpoint, per task."""
     out = {}
     for which, yaml_name in (("a", "toy_q2a_cpu.yaml"), ("r", "toy_qa2r_cpu.yaml")):
         model_dir = tmp_path_factory.mktemp(f"vcr_{which}")
         state = train_main(TASK, ["--cfg", os.path.join(REPO, "cfgs", "vcr", yaml_name), "--model-dir", str(model_dir),
                                   "DATASET.DATASET_PATH", os.path.join(demo_world_root, "vcr"),
-                                  "NETWORK.BERT_MODEL_NAME", minilm_dir, "TRAIN.END_EPOCH", str(EPOCHS)])
+                                  "NETWORK.BERT_MODEL_NAME", minilm_dir, "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights,
+                                  "TRAIN.END_EPOCH", str(EPOCHS)])
         out[which] = {"best_val": state.best_val, "best_epoch": state.best_epoch,
                       "cfg": _only(os.path.join(str(model_dir), "**", "config.yaml")),
                       "ckpt": _only(os.path.join(str(model_dir), "**", "*-best.model"))}
