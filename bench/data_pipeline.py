@@ -45,7 +45,8 @@ def load_task_config(name: str, args: argparse.Namespace):
     yaml_path = TOY_CONFIGS[name]
     if not os.path.isfile(yaml_path):
         raise FileNotFoundError(f"config {yaml_path} not found")
-    overrides = list(args.opts)
+    # throughput does not depend on the ResNet's weights: no need for `make toy-backbone` here
+    overrides = ["NETWORK.IMAGE_PRETRAINED", ""] + list(args.opts)
     if args.workers >= 0:
         overrides += ["NUM_WORKERS_PER_GPU", str(args.workers)]
     cfg = load_config(yaml_path, overrides, add_task_defaults=task.add_defaults).clone()
