@@ -3,7 +3,8 @@
 Q->A and QA->R must clearly beat chance (25%), and Q->AR (both right) chance (6.25%). The world mixes two kinds of
 question (data/shape_world/vcr.py): "which of them is the biggest" items, answerable from each choice's own region,
 which a CPU-sized run learns; and colour/place items, which need a colour or side word matched against a region and
-stay near chance without visual-linguistic pre-training. The per-kind figures are printed.
+stay near chance in 4 epochs from BERT (no visual-linguistic pre-training). The per-kind figures are printed. The
+ResNet starts from the toy backbone (data/toy_backbone.py), as the toy configs do.
 
 Slow (CPU minutes per task): `pytest -m slow tests/vcr/test_vcr_train_slow.py`.
 """
