@@ -70,8 +70,9 @@ class Problems(list):
             except Exception as err:  # noqa: BLE001 - any decoder error is a problem to report
                 self.append(f"image does not open: {path} ({err}) (config {key})")
 
-    def box_file(self, path: str, key: str, num_classes: int | None = None) -> None:
-        """Exists, parses, has boxes; with `num_classes`, also `classes` [N, num_classes] (the MVRC target)."""
+    def box_file(self, path: str, key: str, num_classes: int | None = None, allow_empty: bool = False) -> None:
+        """Exists, parses, has boxes (unless `allow_empty`); with `num_classes`, also `classes` [N, num_classes]
+        (the MVRC target)."""
         if self.need(path, key, "box file"):
             try:
                 record = read_box_file(path, fields=("classes",) if num_classes else (), feature_dim=None)
@@ -79,7 +80,8 @@ class Problems(list):
                 self.append(f"box file does not read: {path} ({err}) (config {key})")
                 return
             if record["num_boxes"] == 0:
-                self.append(f"box file is empty (0 boxes): {path} (config {key})")
+                if not allow_empty:
+                    self.append(f"box file is empty (0 boxes): {path} (config {key})")
             elif num_classes and "classes" not in record:
                 self.append(f"box file has no 'classes' (the MVRC target): {path} (config {key})")
             elif num_classes and record["classes"].shape[1] != num_classes:
@@ -216,7 +218,8 @@ def check_pretrain(cfg, out: Problems, samples: int, splits: tuple[str, ...] = S
                     rows = out.jsonl_file(os.path.join(root, ANNOTATION_FILES[image_set]),
                                           f"{where}.{split}_IMAGE_SET")
                     zip_mode = bool(ds.get("ZIP_MODE", False))
-                    box_file = functools.partial(out.box_file, num_classes=num_classes)
+                    # an image without detections still trains its caption (ConceptualCaptionsDataset)
+                    box_file = functools.partial(out.box_file, num_classes=num_classes, allow_empty=True)
                     for row in spread(rows, samples):
                         for field, check in (("image", out.image), ("frcnn", box_file)):
                             if isinstance(row, dict) and isinstance(row.get(field), str):

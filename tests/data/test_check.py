@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,3 +76,34 @@ def test_image_pretrained_is_found_as_the_model_loads_it(tmp_path, layout):
     problems = Problems()
     check_network(cfg, problems, bert_folder=False)
     assert problems == []
+
+
+def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_root, minilm_dir, tmp_path):
+    """A Conceptual Captions box file with 0 boxes trains (caption only), so pre-flight lets it pass; a VQA box
+    file with 0 boxes is still reported."""
+    from common.config import load_config
+    from common.data.box_files import encode_array
+    from common.data.preflight import Problems, check_pretrain
+    from pretrain.datasets.conceptual_captions import folder_path
+    from pretrain.task import TASK
+
+    cc = str(tmp_path / "cc")
+    shutil.copytree(os.path.join(small_world_root, "conceptual-captions"), cc)
+    with open(os.path.join(cc, "train_frcnn.json")) as f:
+        first = json.loads(f.readline())
+    emptied = os.path.join(cc, folder_path(first["frcnn"]))
+    with open(emptied) as f:
+        record = json.load(f)
+    record.update(num_boxes=0, boxes=encode_array(np.zeros((0, 4))), classes="", features="")
+    with open(emptied, "w") as f:
+        json.dump(record, f)
+    corpus = os.path.join(small_world_root, "en_corpus", "bc1g.doc")
+    cfg = load_config(os.path.join(ROOT, "cfgs", "pretrain", "toy_cpu.yaml"),
+                      ["DATASET.0.DATASET_PATH", cc, "NETWORK.BERT_MODEL_NAME", minilm_dir,
+                       "DATASET.1.TRAIN_ANNOTATION_FILE", corpus, "DATASET.1.VAL_ANNOTATION_FILE", corpus,
+                       "DATASET.1.TEST_ANNOTATION_FILE", corpus], add_task_defaults=TASK.add_defaults)
+    problems = Problems()
+    check_pretrain(cfg, problems, samples=10_000)
+    assert problems == []
+    problems.box_file(emptied, "DATASET.DATASET_PATH")  # the strict check the VQA and RefCOCO+ files get
+    assert problems == [f"box file is empty (0 boxes): {emptied} (config DATASET.DATASET_PATH)"]
