@@ -7,7 +7,7 @@ Two kinds of question, both needing the image:
   so a model trained from scratch on a CPU-sized world learns it.
 * The colour or the place of one referenced object, the rationales restating other visual facts of that object
   (one set of them true). Telling the right choice needs the colour or side *word* matched against the region,
-  which a CPU-sized run from BERT does not learn without visual-linguistic pre-training: these stay near chance.
+  which 4 CPU epochs from BERT, without visual-linguistic pre-training, hardly learn (Q->A ~0.31, README.md).
 """
 from __future__ import annotations
 
