@@ -98,8 +98,7 @@ def train(out: str, num_layers: int = 18, steps: int = 500, batch: int = 64, see
     result = {name: acc for (name, _), acc in zip(HEADS, accuracies, strict=True)}
     log.info("held-out accuracy: %s", ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    save_atomic(state, out)
+    save_atomic(state, out)  # creates the folder
     log.info("wrote %s: set NETWORK.IMAGE_PRETRAINED to it (and NETWORK.IMAGE_NUM_LAYERS %d)", out, num_layers)
     return result
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from data.shape_world.files import write_jpeg, write_json, write_jsonl, write_text
 from data.shape_world.vocab import COLOUR_NAMES, SIZES, no_space_name
-from data.shape_world.world import Scene, ToyObject, point_polygons, render
+from data.shape_world.world import BIGGEST_FACTOR, Scene, ToyObject, point_polygons, render
 
 SIDE_WORDS = {"left": ["on", "the", "left"], "right": ["on", "the", "right"],
               "top": ["at", "the", "top"], "bottom": ["at", "the", "bottom"]}
@@ -84,7 +84,7 @@ def _biggest_item(rng, scene: Scene):
     the rationale are scored from each choice's own region."""
     for top in rng.permutation(len(scene.objects)):
         area = scene.objects[top].box_area
-        smaller = [k for k in range(len(scene.objects)) if 1.5 * scene.objects[k].box_area <= area]
+        smaller = [k for k in range(len(scene.objects)) if BIGGEST_FACTOR * scene.objects[k].box_area <= area]
         if len(smaller) >= 3:
             picked = [int(top)] + [smaller[int(k)] for k in rng.choice(len(smaller), size=3, replace=False)]
             break

@@ -24,6 +24,7 @@ from data.shape_world.vocab import (
 
 Polygon = list[tuple[float, float]]
 MARGIN = 2  # pixels kept free at the image border
+BIGGEST_FACTOR = 1.5  # "the biggest" object: at least this many times the box area of each object compared
 GAP = 3  # pixels kept free between two objects
 
 
@@ -79,7 +80,7 @@ class Scene:
     background: int
     objects: tuple[ToyObject, ...]
 
-    def biggest(self, factor: float = 1.5) -> ToyObject | None:
+    def biggest(self, factor: float = BIGGEST_FACTOR) -> ToyObject | None:
         """The object whose box is at least `factor` times the area of every other one, if there is one."""
         top = max(self.objects, key=lambda o: o.box_area)
         others = [o for o in self.objects if o is not top]

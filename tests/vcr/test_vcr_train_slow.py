@@ -39,8 +39,8 @@ def trained(demo_world_root, minilm_dir, toy_backbone_weights, tmp_path_factory)
         model_dir = tmp_path_factory.mktemp(f"vcr_{which}")
         state = train_main(TASK, ["--cfg", os.path.join(REPO, "cfgs", "vcr", yaml_name), "--model-dir", str(model_dir),
                                   "DATASET.DATASET_PATH", os.path.join(demo_world_root, "vcr"),
-                                  "NETWORK.BERT_MODEL_NAME", minilm_dir, "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights,
-                                  "TRAIN.END_EPOCH", str(EPOCHS)])
+                                  "NETWORK.BERT_MODEL_NAME", minilm_dir,
+                                  "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights, "TRAIN.END_EPOCH", str(EPOCHS)])
         out[which] = {"best_val": state.best_val, "best_epoch": state.best_epoch,
                       "cfg": _only(os.path.join(str(model_dir), "**", "config.yaml")),
                       "ckpt": _only(os.path.join(str(model_dir), "**", "*-best.model"))}

@@ -50,7 +50,8 @@ def vocab_only_dir(vocab_only_bert_dir):
 def tiny_overrides(bert_dir: str, data_dir: str) -> list[str]:
     """hidden 32, 2 layers, a random ResNet-18, 64-pixel images: a model that runs in well under a second on CPU."""
     return [
-        "NETWORK.BERT_MODEL_NAME", bert_dir, "NETWORK.IMAGE_PRETRAINED", "", "DATASET.DATASET_PATH", data_dir, "SCALES", "[48, 64]",
+        "NETWORK.BERT_MODEL_NAME", bert_dir, "NETWORK.IMAGE_PRETRAINED", "", "DATASET.DATASET_PATH", data_dir,
+        "SCALES", "[48, 64]",
         "NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32", "NETWORK.IMAGE_FINAL_DIM", "32",
         "NETWORK.VLBERT.num_hidden_layers", "2", "NETWORK.VLBERT.num_attention_heads", "2",
         "NETWORK.VLBERT.intermediate_size", "64", "NUM_WORKERS_PER_GPU", "0",
