@@ -143,6 +143,38 @@ def test_vcr_references_point_at_metadata_boxes(toy_root):
                 assert row["answer_label"] in range(4) and row["rationale_label"] in range(4)
 
 
+def _xyxy_area(box) -> float:
+    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+
+def test_biggest_items_name_the_object_at_least_1_5x_the_others(toy_root):
+    """VCR "which is the biggest" items: the labelled answer and rationale name the object whose metadata box is
+    >= 1.5x each other choice's; RefCOCO+ "biggest" sentences refer to the instance >= 1.5x every other one."""
+    vcr = os.path.join(toy_root, "vcr")
+    seen = 0
+    for split in ("train", "val"):
+        for row in _read_jsonl(os.path.join(vcr, f"{split}.jsonl")):
+            if "biggest" not in row["question"]:
+                continue
+            areas = [_xyxy_area(b) for b in _read_json(vcr, "vcr1images", row["metadata_fn"])["boxes"]]
+            for choices, label in ((row["answer_choices"], row["answer_label"]),
+                                   (row["rationale_choices"], row["rationale_label"])):
+                named = [choice[0][0] for choice in choices]
+                assert len(set(named)) == 4
+                assert all(areas[named[label]] >= 1.5 * areas[k] for i, k in enumerate(named) if i != label)
+            seen += 1
+    assert seen > 0
+    folder = os.path.join(toy_root, "coco", "refcoco+")
+    with open(os.path.join(folder, "refs(unc).p"), "rb") as f:
+        refs = pickle.load(f)
+    anns = _read_json(folder, "instances.json")["annotations"]
+    biggest_refs = [r for r in refs if any("biggest" in s["sent"] for s in r["sentences"])]
+    assert biggest_refs
+    for ref in biggest_refs:
+        area = {a["id"]: a["bbox"][2] * a["bbox"][3] for a in anns if a["image_id"] == ref["image_id"]}
+        assert all(area[ref["ann_id"]] >= 1.5 * v for k, v in area.items() if k != ref["ann_id"])
+
+
 def test_refcoco_refs_match_instances_splits_and_detections(toy_root):
     folder = os.path.join(toy_root, "coco", "refcoco+")
     with open(os.path.join(folder, "refs(unc).p"), "rb") as f:
