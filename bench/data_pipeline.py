@@ -3,18 +3,14 @@
 Usage: `python bench/data_pipeline.py [--tasks vqa,refcoco] [--workers 2] [--batches 20]` (after `make toy`).
 A task whose plug-in, config or data files are missing is skipped with the reason.
 """
+import argparse
+import importlib
+import logging
 import os
-import sys
+import time
+from types import SimpleNamespace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 log = logging.getLogger("bench.data_pipeline")
 TOY_CONFIGS = {

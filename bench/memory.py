@@ -3,21 +3,18 @@
 Usage: `python bench/memory.py [--size base|tiny --batch 8 --tokens 60]`; each mode runs in a fresh process and the
 step's peak is the rise of the process high-water mark (ru_maxrss) over the mark after building model and batch.
 """
+import argparse
+import json
+import logging
 import os
+import resource
+import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from easydict import EasyDict
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-
-import torch  # noqa: E402
-from easydict import EasyDict  # noqa: E402
-
-from common.model.vlbert import VisualLinguisticBert  # noqa: E402
+from common.model.vlbert import VisualLinguisticBert
 
 log = logging.getLogger("bench.memory")
 SIZES = {"base": dict(hidden=768, layers=12, heads=12, ffn=3072), "tiny": dict(hidden=64, layers=2, heads=4, ffn=128)}

@@ -1,19 +1,16 @@
 """Optimizer step alone: OriginalAdamW (loop reference, foreach, fused) next to torch's fused AdamW, on a stack of
 Linear layers shaped like a BERT encoder. Usage: `python bench/optim_step.py [--sizes minilm,base] [--clock cpu]`.
 """
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import argparse  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
+import argparse
+import statistics
+import time
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import torch
+from torch import nn
 
-from common.engine.optim import OriginalAdamW, build_param_groups  # noqa: E402
+from common.engine.optim import OriginalAdamW, build_param_groups
 
 SIZES = {  # (vocab, hidden, layers, ffn)
     "tiny": (1000, 32, 2, 128),  # only checks that the script runs

@@ -1,22 +1,19 @@
 """Training-step throughput, MFU and peak memory of VL-BERT (VQA, precomputed regions and end-to-end ResNet) next to
 transformers' VisualBertModel on the same inputs. Usage: `python bench/train_step.py [--device cuda --dtype bf16]`.
 """
+import argparse
+import json
+import logging
 import os
+import resource
+import statistics
+import subprocess
 import sys
+import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import resource  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from bench.models import Setting, build, make_batch, matmul_rate, model_flops  # noqa: E402
+from bench.models import Setting, build, make_batch, matmul_rate, model_flops
 
 log = logging.getLogger("bench.train_step")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -3,12 +3,11 @@ Captions pre-training layout: `<split>_frcnn.json`, `<split>_image/{idx:08d}.jpg
 
 Usage: python data/captions_to_pretrain.py --input pairs.csv --boxes-dir boxes/ --out data/my-captions [--split train]
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
-
 import argparse
 import csv
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass

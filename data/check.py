@@ -2,15 +2,14 @@
 
 Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
 
-import argparse  # noqa: E402
-import importlib  # noqa: E402
-import logging  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from common.config import ConfigError, load_config  # noqa: E402
-from common.data.preflight import TASKS, check_data  # noqa: E402
+from common.config import ConfigError, load_config
+from common.data.preflight import TASKS, check_data
 
 log = logging.getLogger("data.check")
 

@@ -3,10 +3,9 @@
 Usage: python data/extract_boxes.py --images DIR|LIST --out DIR --weights FILE [--with-features --cfg YAML --ckpt F]
 (PREPARE_DATA.md, "Your own images"). Shard over processes: `torchrun --nproc_per_node N data/extract_boxes.py ...`.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
-
 import argparse
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 

@@ -1,5 +1,4 @@
 """Generate the toy world (see PREPARE_DATA.md): `python data/make_toy_data.py --root data/toy --seed 0`."""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import logging
 

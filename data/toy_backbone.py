@@ -10,7 +10,6 @@ its state dict in the torchvision layout that NETWORK.IMAGE_PRETRAINED reads:
 
 The images go through the same preprocessing as the tasks' (BGR, 0-255, Caffe means, `to_normalized_tensor`).
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import logging
 import time

@@ -7,13 +7,12 @@ Tied weights: safetensors stores no shared memory, so of tensors sharing storage
 embeddings) only the first in state-dict order is stored; the header metadata `tied` maps each dropped key to the
 stored one. `load_exported` fills the dropped keys from it, and the rebuilt module ties them again by construction.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
-
 import argparse
 import datetime
 import importlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 
 from safetensors import safe_open

@@ -1,5 +1,4 @@
 """Train VL-BERT for image-text matching: `python itm/train_end2end.py --cfg cfgs/itm/toy_cpu.yaml [KEY VALUE ...]`."""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 
 from common.engine.entry import train_main
 from itm.task import ITM

@@ -2,22 +2,21 @@
 
 python pretrain/vis_attention_maps.py --cfg cfgs/pretrain/vis_attention_maps_coco.yaml --save-dir ./vl-bert_viz
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
+import argparse
+import logging
+import os
+import re
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from common.config import load_config  # noqa: E402
-from common.data.loader import make_loader  # noqa: E402
-from common.engine import dist  # noqa: E402
-from common.model.pretrained import load_partial_pretrain  # noqa: E402
-from pretrain.config import add_pretrain_defaults  # noqa: E402
-from pretrain.module import ResNetVLBERTForAttentionVis  # noqa: E402
-from pretrain.task import build_pretrain_dataset  # noqa: E402
+from common.config import load_config
+from common.data.loader import make_loader
+from common.engine import dist
+from common.model.pretrained import load_partial_pretrain
+from pretrain.config import add_pretrain_defaults
+from pretrain.module import ResNetVLBERTForAttentionVis
+from pretrain.task import build_pretrain_dataset
 
 log = logging.getLogger("pretrain.vis_attention_maps")
 

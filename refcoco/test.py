@@ -10,9 +10,9 @@ The printed accuracy is the original evaluation's: a prediction is correct when 
 RefCOCO+ splits are public, so testA/testB are scored here too. "test" is testA and testB together, as the
 refer API's split rule gives.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import logging
+import os
 from types import SimpleNamespace
 
 import torch

@@ -1,5 +1,4 @@
 """Fine-tune VL-BERT on RefCOCO+: `python refcoco/train_end2end.py --cfg X --model-dir Y [KEY VALUE ...]`."""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 from common.engine.entry import train_main
 from refcoco.task import TASK
 

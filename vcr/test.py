@@ -3,8 +3,8 @@
 Writes `{name}_test_result_Q2A.csv`, `{name}_test_result_QA2R.csv` and their join `{name}_test_result_Q2AR.csv`
 (columns annot_id, answer_0..3, rationale_conditioned_on_a{i}_{j}) under --result-path.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import logging
+import os
 
 from vcr.predictions import merge_result_csvs, write_q2a_csv, write_qa2r_csv
 from vcr.val import cached_logits, parse_args

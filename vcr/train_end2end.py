@@ -1,7 +1,5 @@
 """Fine-tune VL-BERT on VCR (Q->A or QA->R, by DATASET.TASK): `python vcr/train_end2end.py --cfg X --model-dir Y`."""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 from common.engine.entry import train_main
-
 from vcr.task import TASK
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
 Logits are cached as `{result_name}_a_pred.npy` / `{result_name}_r_pred.npy` ([N, 4]) under --result-path, with
 the annot_id of each row in `..._pred_ids.txt` (vcr/test.py uses `{result_name}_test_{a,r}_pred.*`).
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import logging
+import os
 
 import numpy as np
 

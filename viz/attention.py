@@ -8,24 +8,21 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from common.config import load_config  # noqa: E402
-from common.data.box_files import read_box_file  # noqa: E402
-from common.data.image_io import open_image  # noqa: E402
-from common.data.tokenizer import BertTokenizer  # noqa: E402
-from common.data.transforms import build_transform, prepend_whole_image_box  # noqa: E402
-from common.model.pretrained import checkpoint_state_dict, strip_module_prefix  # noqa: E402
-from common.model.state_dict_io import read_checkpoint_file  # noqa: E402
-from common.model.task_base import VLBertTaskModule  # noqa: E402
-from viz.render import draw_heatmap, draw_text_to_regions  # noqa: E402
+from common.config import load_config
+from common.data.box_files import read_box_file
+from common.data.image_io import open_image
+from common.data.tokenizer import BertTokenizer
+from common.data.transforms import build_transform, prepend_whole_image_box
+from common.model.pretrained import checkpoint_state_dict, strip_module_prefix
+from common.model.state_dict_io import read_checkpoint_file
+from common.model.task_base import VLBertTaskModule
+from viz.render import draw_heatmap, draw_text_to_regions
 
 log = logging.getLogger("viz.attention")
 FALLBACK_NOTE = "no box file given: using the fallback regions (whole image + a fixed 3x3 grid)"

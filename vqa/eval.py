@@ -5,7 +5,6 @@
 
 Prints the overall accuracy and the accuracy per answer type (percent, two decimals, as the official tool).
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import json
 

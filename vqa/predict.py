@@ -13,7 +13,6 @@ Regions:
   stops and says what to provide.
 The whole image is always box 0, as in training. Scores are per-answer sigmoids (the training loss is BCE).
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 
 import numpy as np

@@ -7,7 +7,6 @@ Writes `<result-path>/<result-name>_vqa2_<split>.json`, a JSON list of {"questio
 Under torchrun (`./scripts/dist_run_single.sh N vqa/test.py ...` style launch) each rank runs a shard and the
 outputs are gathered, each question once; rank 0 writes the file.
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 import argparse
 import logging
 

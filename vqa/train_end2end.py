@@ -1,5 +1,4 @@
 """Fine-tune VL-BERT on VQA v2: `python vqa/train_end2end.py --cfg cfgs/vqa/base_4x16G_fp32.yaml [KEY VALUE ...]`."""
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # noqa: E401,E702,I001
 
 from common.engine.entry import train_main
 from vqa.task import VQA

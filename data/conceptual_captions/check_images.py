@@ -4,9 +4,9 @@ Invalid: empty, not decodable as an image, a side under 10 px or over 10000 px.
 
     python data/conceptual_captions/check_images.py --image-dir train_image --out train_valid.txt --delete
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # noqa: E401,E702,I001
 import argparse
 import logging
+import os
 import warnings
 
 from PIL import Image

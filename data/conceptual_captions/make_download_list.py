@@ -4,9 +4,9 @@
         --out train_download.txt
     xargs -a train_download.txt -n 2 -P 20 sh -c 'wget -q -T 20 -t 2 -O "$0" "$1" || rm -f "$0"'
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # noqa: E401,E702,I001
 import argparse
 import logging
+import os
 
 from data.conceptual_captions.tsv import read_tsv
 

@@ -6,10 +6,10 @@ bottom-up-attention output, `{n:08d}.json`). Paths are written in the zip form t
     python data/conceptual_captions/write_annotations.py --tsv Train_GCC-training.tsv --split train \
         --valid-list train_valid.txt --frcnn-dir train_frcnn --out-dir .
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # noqa: E401,E702,I001
 import argparse
 import json
 import logging
+import os
 
 from data.conceptual_captions.tsv import read_tsv
 

@@ -2,9 +2,9 @@
 
     python data/conceptual_captions/zip_folder.py --folder train_image --out train_image.zip
 """
-import os, sys; sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # noqa: E401,E702,I001
 import argparse
 import logging
+import os
 import zipfile
 
 log = logging.getLogger(__name__)
