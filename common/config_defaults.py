@@ -52,8 +52,6 @@ _C.DATASET.TEST_ANNOTATION_FILE = ""
 _C.DATASET.ADD_IMAGE_AS_A_BOX = True
 # Read images and features from zip archives ("file.zip@/member").
 _C.DATASET.ZIP_MODE = False
-# Replace an image that fails to load by a zero image and log it, instead of stopping.
-_C.DATASET.SKIP_UNREADABLE_IMAGES = False
 
 # ----- NETWORK --------------------------------------------------------------------------------------------
 _C.NETWORK = ConfigNode()
@@ -89,7 +87,7 @@ _C.NETWORK.IMAGE_CHANNELS_LAST = False
 _C.NETWORK.IMAGE_FINAL_DIM = 512
 # Add a class-label embedding to the object representation (VCR's 81 COCO classes).
 _C.NETWORK.IMAGE_SEMANTIC = False
-# Also output the C5 feature map.
+# Also output the C5 feature map; only false is supported (the original option never worked).
 _C.NETWORK.OUTPUT_CONV5 = False
 # BERT model folder (config + weights + vocab), e.g. ./model/pretrained_model/bert-base-uncased.
 _C.NETWORK.BERT_MODEL_NAME = "bert-base-uncased"
