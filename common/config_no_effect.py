@@ -142,8 +142,8 @@ def check_set(cfg: ConfigNode, schema_key: str, shown: str, value: Any, source: 
 
 def no_effect_keys_set(cfg: ConfigNode, data: Mapping[str, Any], source: str) -> list[str]:
     """The no-effect keys (as shown to the user) that a merged YAML mapping set, in file order."""
-    return [shown for schema_key, shown, value in _leaves(data, "", "") if check_set(cfg, schema_key, shown, value,
-                                                                                      source)]
+    leaves = _leaves(data, "", "")
+    return [shown for schema_key, shown, value in leaves if check_set(cfg, schema_key, shown, value, source)]
 
 
 def _leaves(data: Any, schema: str, shown: str) -> Iterator[tuple[str, str, Any]]:

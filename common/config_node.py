@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn, SupportsIndex, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 from easydict import EasyDict
 
@@ -29,11 +29,8 @@ class FrozenList(list):
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ConfigError("cannot change a list of a frozen config (use cfg.clone() for a mutable copy)")
 
-    append = extend = insert = remove = clear = sort = reverse = _refuse
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
-
-    def pop(self, index: SupportsIndex = -1) -> NoReturn:
-        self._refuse()
 
     def __reduce__(self) -> tuple[type[FrozenList], tuple[list[Any]]]:
         # Pickle and copy rebuild it whole (the default would append item by item, which is refused).
