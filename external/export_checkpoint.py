@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from common.config import dump_config, load_config
+from common.config import dump_config, load_config, no_effect_keys
 from common.engine.task import Task
 from common.model.pretrained import checkpoint_state_dict
 from common.model.state_dict_io import CheckpointError, load_state_dict_with_report, read_checkpoint_file
@@ -80,7 +80,9 @@ def parameter_count(module: nn.Module) -> int:
 
 def write_model_card(path: str, task: str, cfg, module: nn.Module, source: str, metrics: Mapping | None) -> None:
     data = cfg.DATASET if isinstance(cfg.DATASET, Mapping) else cfg.DATASET[0]
-    data_keys = [k for k in data if k.endswith(("_PATH", "_FILE", "_IMAGE_SET")) and data[k]]
+    ignored = no_effect_keys(cfg)  # e.g. ROOT_PATH: set by the original YAMLs, read by nothing
+    data_keys = [k for k in data if k.endswith(("_PATH", "_FILE", "_IMAGE_SET")) and data[k]
+                 and f"DATASET.{k}" not in ignored]
     lines = [f"# {cfg.MODULE} ({task})", "",
              f"* Task: `{task}`; module: `{cfg.MODULE}` (`{type(module).__module__}.{type(module).__name__}`)",
              f"* Parameters: {parameter_count(module):,} (tied weights counted once)",

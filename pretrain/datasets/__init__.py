@@ -43,7 +43,7 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
         return ConceptualCaptionsDataset(
             section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
             precomputed=bool(cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED), zip_mode=bool(section.ZIP_MODE), seed=seed,
-            skip_unreadable_images=bool(section.get("SKIP_UNREADABLE_IMAGES", False)),
+            skip_unreadable_images=bool(section.SKIP_UNREADABLE_IMAGES),
             num_classes=int(cfg.NETWORK.VLBERT.visual_region_classes) if cfg.NETWORK.WITH_MVRC_LOSS else None)
     if name == "coco_captions":
         if cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED:
