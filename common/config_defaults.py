@@ -143,6 +143,8 @@ _C.NETWORK.CNN_LOSS_WEIGHT = 1.0
 _C.NETWORK.ANS_LOSS_WEIGHT = 1.0
 # Trade compute for memory: recompute transformer layer activations in the backward pass.
 _C.NETWORK.GRADIENT_CHECKPOINTING = False
+# On CPU in float32, run every nn.Linear's matmuls in oneDNN (a module swap at build time; bench/RESULTS.md).
+_C.NETWORK.CPU_ONEDNN_LINEAR = True
 
 _C.NETWORK.VLBERT = ConfigNode()
 # Input size of an old input transform; no effect; accepted for compatibility.
