@@ -88,7 +88,7 @@ class OneDnnLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         if takes_onednn_path(x, self.weight):
             return _OneDnnLinearFunction.apply(x, self.weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return super().forward(x)
 
 
 def swap_linear_modules(model: nn.Module) -> int:
