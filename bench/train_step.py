@@ -41,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="AdamW flavour: auto = fused (one pass per tensor, CPU and CUDA); original = OriginalAdamW")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (TRAIN.COMPILE)")
     p.add_argument("--channels-last", action="store_true", help="ResNet in channels-last memory format")
+    p.add_argument("--no-onednn-linear", action="store_true", help="NETWORK.CPU_ONEDNN_LINEAR false for ours")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="step time: wall clock, or process CPU time / threads (CPU only; for a machine shared with "
                         "other jobs, together with OMP_WAIT_POLICY=PASSIVE)")
@@ -82,7 +83,8 @@ class Runner:
         self.device = device = torch.device(args.device)
         self.which, self.setting = which, setting
         torch.manual_seed(0)
-        self.model = build(which, setting, channels_last=args.channels_last).to(device).train()
+        self.model = build(which, setting, channels_last=args.channels_last,
+                           onednn_linear=not args.no_onednn_linear).to(device).train()
         self.batch = make_batch(setting, device)
         self.flops = model_flops(self.model, self.batch, ENCODER_PREFIX[which], setting)
         self.optimizer = make_optimizer(self.model, args.optimizer, device)

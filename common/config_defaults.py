@@ -99,6 +99,8 @@ _C.NETWORK.BERT_PRETRAINED_EPOCH = 0
 _C.NETWORK.ENABLE_CNN_REG_LOSS = True
 # Trade compute for memory: recompute transformer layer activations in the backward pass.
 _C.NETWORK.GRADIENT_CHECKPOINTING = False
+# On CPU in float32, run every nn.Linear's matmuls in oneDNN (a module swap at build time; bench/RESULTS.md).
+_C.NETWORK.CPU_ONEDNN_LINEAR = True
 
 _C.NETWORK.VLBERT = ConfigNode()
 # Freeze the word embedding table.

@@ -188,14 +188,13 @@ def load_bert_into_vlbert(model: nn.Module, path_or_dir: str) -> tuple[list[str]
 
 def resolve_bert_path(network_cfg) -> str | None:
     """`BERT_PRETRAINED-{BERT_PRETRAINED_EPOCH:04d}.model` if set, else the BERT_MODEL_NAME folder, else None."""
-    vlbert_cfg = network_cfg.get("VLBERT", {}) or {}
-    if vlbert_cfg.get("from_scratch", False):
+    if network_cfg.VLBERT.get("from_scratch", False):  # a pre-training key, absent from the other tasks
         log.info("NETWORK.VLBERT.from_scratch is set: no BERT weights are loaded")
         return None
-    prefix = network_cfg.get("BERT_PRETRAINED", "")
+    prefix = network_cfg.BERT_PRETRAINED
     if prefix:
-        return f"{prefix}-{int(network_cfg.get('BERT_PRETRAINED_EPOCH', 0)):04d}.model"
-    name = network_cfg.get("BERT_MODEL_NAME", "")
+        return f"{prefix}-{int(network_cfg.BERT_PRETRAINED_EPOCH):04d}.model"
+    name = network_cfg.BERT_MODEL_NAME
     if name and (os.path.isfile(name) or any(os.path.isfile(os.path.join(name, n)) for n in BERT_WEIGHT_FILES)):
         return name
     log.warning("no BERT weights at NETWORK.BERT_MODEL_NAME=%r (expected %s): training VL-BERT from scratch",

@@ -139,7 +139,7 @@ def test_with_features_match_fastrcnn(workdir, tmp_path):
     cfg_path.write_text("SCALES: [64, 96]\nNETWORK:\n  IMAGE_NUM_LAYERS: 18\n  IMAGE_PRETRAINED: ''\n")
     cfg = load_config(str(cfg_path), add_task_defaults=add_pretrain_defaults)
     torch.manual_seed(1)
-    reference = FastRCNN.from_config(cfg, precomputed=False, enable_cnn_reg_loss=False).eval()
+    reference = FastRCNN.from_config(cfg, enable_cnn_reg_loss=False).eval()
     state = {"module.image_feature_extractor." + k: v for k, v in reference.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "task.model")
     out = str(tmp_path / "boxes")

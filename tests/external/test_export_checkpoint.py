@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     cfg_path = str(root / "tiny.yaml")
     dump_config(cfg, cfg_path)
     torch.manual_seed(0)
-    module = ResNetVLBERTForPretraining(cfg)
+    module = ResNetVLBERTForPretraining.from_config(cfg, load_pretrained=False)  # built as a run builds it
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point():
@@ -105,7 +105,7 @@ def test_partial_pretrain_reads_the_export(trained, tmp_path):
     weights = export_checkpoint(str(root / "ours.model"), cfg_path, "pretrain", str(tmp_path / "p"))
     cfg = load_config(cfg_path, add_task_defaults=add_pretrain_defaults)
     torch.manual_seed(5)
-    fresh = ResNetVLBERTForPretraining(cfg)
+    fresh = ResNetVLBERTForPretraining.from_config(cfg, load_pretrained=False)
     load_partial_pretrain(fresh, weights)
     assert fresh.vlbert.mlm_head.predictions.decoder.weight is fresh.vlbert.word_embeddings.weight
     reference, again = outputs(module), outputs(fresh)
