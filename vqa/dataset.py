@@ -12,14 +12,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.data.box_files import read_box_file
-from common.data.image_io import open_image, path_exists
+from common.data.box_files import BoxFileError, read_box_file, whole_image_feature
+from common.data.boxes import BoxError, check_boxes, warn_once
+from common.data.image_io import open_image_or_blank, path_exists
+from common.data.tokenizer import text_budget, truncate_to_budget
 from common.data.transforms import VisualTransform, prepend_whole_image_box, swap_left_right
 from vqa.vqa_eval import normalize_answer, score_count
 
 log = logging.getLogger(__name__)
 
 UNK = "<unk>"
+QUESTION_SPECIALS = 4  # [CLS] question [SEP] [MASK] [SEP]
 # image set -> (image folder, COCO size file, box-file folder prefix)
 IMAGE_SETS = {
     "train2014": ("train2014", "annotations/instances_train2014.json", "trainval2014"),
@@ -82,6 +85,21 @@ def soft_scores(answers: tuple[str, ...], index: dict[str, int], vocab_size: int
     return scores
 
 
+def no_target_share(samples: list[VQASample], index: dict[str, int]) -> tuple[int, int]:
+    """(questions whose human answers are all outside the vocabulary (or `<unk>`), annotated questions): the
+    former train on an all-zero target."""
+    known: dict[str, bool] = {}  # normalisation is slow; VQA repeats answers a lot
+    unk = index.get(UNK)
+
+    def in_vocab(answer: str) -> bool:
+        if answer not in known:
+            known[answer] = index.get(normalize_answer(answer), unk) != unk
+        return known[answer]
+
+    annotated = [s for s in samples if s.answers is not None]
+    return sum(not any(in_vocab(a) for a in s.answers) for s in annotated), len(annotated)
+
+
 def _load(path: str, list_key: str) -> list:
     if not os.path.isfile(path):
         raise VQADataError(f"file not found: {path}")
@@ -141,7 +159,9 @@ class VQADataset(Dataset):
 
     def __init__(self, image_set: str, data_path: str, answer_vocab_file: str, transform: VisualTransform,
                  tokenizer, precomputed: bool = True, boxes: str = "36", add_image_as_a_box: bool = True,
-                 zip_mode: bool = False, vocab_size: int | None = None, use_imdb: bool = False):
+                 zip_mode: bool = False, vocab_size: int | None = None, use_imdb: bool = False,
+                 skip_unreadable_images: bool = False, max_positions: int = 512,
+                 max_no_target_fraction: float | None = None):
         if use_imdb:
             raise VQADataError("DATASET.USE_IMDB true (pythia imdb_*.npy files) is not supported; set "
                                "DATASET.USE_IMDB false to read the official VQA v2 json files")
@@ -149,7 +169,8 @@ class VQADataset(Dataset):
             raise VQADataError(f"DATASET.BOXES must be one of {BOX_SETS}, found {boxes!r}")
         self.data_path, self.transform, self.tokenizer = data_path, transform, tokenizer
         self.precomputed, self.boxes, self.zip_mode = precomputed, boxes, zip_mode
-        self.add_image_as_a_box = add_image_as_a_box
+        self.add_image_as_a_box, self.skip_unreadable_images = add_image_as_a_box, skip_unreadable_images
+        self.max_positions = int(max_positions)
         self.answer_vocab = read_answer_vocab(answer_vocab_file, vocab_size)
         self.answer_to_index = answer_index(self.answer_vocab)
         self.image_sets = [s for s in image_set.split("+") if s]
@@ -164,6 +185,19 @@ class VQADataset(Dataset):
             raise VQADataError(f"image set {image_set!r} mixes splits with and without annotations")
         self.has_answers = bool(with_answers)
         log.info("VQA %s: %d questions from %s", image_set, len(self.samples), data_path)
+        if self.has_answers:
+            self._report_no_target(image_set, answer_vocab_file, max_no_target_fraction)
+
+    def _report_no_target(self, image_set: str, vocab_file: str, limit: float | None) -> None:
+        """Log the share of questions without any in-vocabulary answer; refuse above DATASET.MAX_NO_TARGET_FRACTION."""
+        missing, total = no_target_share(self.samples, self.answer_to_index)
+        share = missing / max(total, 1)
+        log.info("VQA %s: %d of %d questions (%.1f%%) have no answer in %s and train on an all-zero target",
+                 image_set, missing, total, 100 * share, vocab_file)
+        if limit is not None and share > limit:
+            raise VQADataError(f"VQA {image_set}: {missing} of {total} questions ({100 * share:.1f}%) have no human "
+                               f"answer in the answer vocabulary {vocab_file}, above DATASET.MAX_NO_TARGET_FRACTION "
+                               f"{limit}: is it the vocabulary of this data?")
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _read_split(self, name: str) -> list[VQASample]:
@@ -232,39 +266,58 @@ class VQADataset(Dataset):
     def question_id(self, index: int) -> int:
         return self.samples[index].question_id
 
-    def _regions(self, sample: VQASample) -> tuple[np.ndarray, np.ndarray | None]:
-        """Boxes [N, 4] in original pixels (box 0 = whole image if asked) and features [N, 2048] or None."""
+    def regions(self, sample: VQASample) -> tuple[np.ndarray, np.ndarray | None]:
+        """Boxes [N, 4] in original pixels (box 0 = whole image if asked) and features [N, 2048] or None.
+
+        Boxes are checked against the COCO image size (`check_boxes`). A box file with no boxes serves only the
+        whole-image box: end to end (the ResNet reads the pixels) or with its `image_box_feature`; in precomputed
+        mode without one, or without ADD_IMAGE_AS_A_BOX, it is an error naming the file.
+        """
         path = self.box_file_path(sample)
         if not path_exists(path):
             raise VQADataError(f"question {sample.question_id}: box file {path} of image {sample.image_id} not found")
         record = read_box_file(path, fields=("features", "image_box_feature") if self.precomputed else ())
-        boxes, features = record["boxes"], record.get("features")
+        features = record.get("features")
         if self.precomputed and features is None:
             raise VQADataError(f"{path}: no 'features' (needed by NETWORK.IMAGE_FEAT_PRECOMPUTED, question "
                                f"{sample.question_id})")
+        width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
+        try:
+            boxes = check_boxes(record["boxes"], width, height, path)
+        except BoxError as err:
+            raise VQADataError(f"{err} (question {sample.question_id})") from err
+        if len(boxes) == 0:
+            if not self.add_image_as_a_box:
+                raise VQADataError(f"{path}: no boxes and DATASET.ADD_IMAGE_AS_A_BOX false: question "
+                                   f"{sample.question_id} would see no region at all")
+            warn_once(path, "no boxes", f"{path}: no boxes; image {sample.image_id} is seen as the whole-image box")
         if self.add_image_as_a_box:
-            width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
             boxes = prepend_whole_image_box(boxes, width, height)
             if features is not None:
-                whole = record.get("image_box_feature")
-                whole = features.mean(0) if whole is None else whole.reshape(-1)
-                features = np.concatenate([whole[None].astype(np.float32), features], 0)
+                try:
+                    whole = whole_image_feature(record, path)
+                except BoxFileError as err:
+                    raise VQADataError(f"{err} (question {sample.question_id}; the precomputed whole-image box "
+                                       f"needs it)") from err
+                features = np.concatenate([whole[None], features], 0)
         return boxes, features
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        boxes, features = self._regions(sample)
+        boxes, features = self.regions(sample)
         width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
         image = None
         if not self.precomputed:
             path = self.image_path(sample)
             try:
-                image = open_image(path)
+                image = open_image_or_blank(path, (width, height), self.skip_unreadable_images)
             except (OSError, FileNotFoundError) as err:
                 raise VQADataError(f"question {sample.question_id}: cannot read image {path} ({err})") from err
         out = self.transform(image, boxes, image_size=(width, height))
         text = swap_left_right(sample.question) if out["flipped"] else sample.question
         ids = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))
+        ids = truncate_to_budget(ids, text_budget(self.max_positions, QUESTION_SPECIALS, len(boxes)),
+                                 f"question {sample.question_id}")
         item = {"boxes": out["boxes"], "im_info": out["im_info"], "question": torch.tensor(ids, dtype=torch.long),
                 "question_id": sample.question_id, "index": index}
         if image is not None:
