@@ -9,7 +9,7 @@ import argparse
 import json
 
 from common.data.image_io import write_json_atomic
-from vqa.dataset import VQADataError, read_questions
+from vqa.files import VQADataError, read_questions
 from vqa.vqa_eval import evaluate, load_results
 
 
