@@ -52,6 +52,9 @@ _C.DATASET.TEST_ANNOTATION_FILE = ""
 _C.DATASET.ADD_IMAGE_AS_A_BOX = True
 # Read images and features from zip archives ("file.zip@/member").
 _C.DATASET.ZIP_MODE = False
+# Replace an image that fails to load by a black image of the annotated size and log the file, instead of stopping
+# (every task that reads images; docs/GUARANTEES.md).
+_C.DATASET.SKIP_UNREADABLE_IMAGES = False
 
 # ----- NETWORK --------------------------------------------------------------------------------------------
 _C.NETWORK = ConfigNode()

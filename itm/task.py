@@ -30,7 +30,8 @@ def build_itm_dataset(cfg, split: str) -> ITMDataset:
     return ITMDataset(data.DATASET_PATH, data[f"{SECTIONS[split]}_IMAGE_SET"],
                       tokenizer=cached_tokenizer(cfg.NETWORK.BERT_MODEL_NAME), transform=build_transform(cfg, split),
                       train=split == "train", seq_len=int(data.SEQ_LEN), negative_prob=float(data.NEGATIVE_PROB),
-                      zip_mode=bool(data.ZIP_MODE), seed=int(cfg.RNG_SEED))
+                      zip_mode=bool(data.ZIP_MODE), seed=int(cfg.RNG_SEED),
+                      max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings))
 
 
 class MatchAccuracy(Metric):

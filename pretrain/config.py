@@ -8,8 +8,6 @@ def add_pretrain_defaults(cfg: ConfigNode) -> None:
     cfg.DATASET.SEQ_LEN = 64
     # Text corpus: append following lines until a sample has at least this many words.
     cfg.DATASET.MIN_SEQ_LEN = 0
-    # Conceptual Captions: replace an image that fails to load by a zero image and log it, instead of stopping.
-    cfg.DATASET.SKIP_UNREADABLE_IMAGES = False
 
     # Relationship (caption matches image) loss on the pooled output.
     cfg.NETWORK.WITH_REL_LOSS = True

@@ -38,7 +38,9 @@ def build_refcoco_dataset(cfg, split: str) -> RefCOCODataset:
         data_path=data.DATASET_PATH, image_set=data[f"{section}_IMAGE_SET"], boxes=data[f"{section}_BOXES"],
         transform=build_transform(cfg, split), tokenizer=BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME),
         proposal_source=data.PROPOSAL_SOURCE, add_image_as_a_box=bool(data.ADD_IMAGE_AS_A_BOX),
-        zip_mode=bool(data.ZIP_MODE), refer=cached_refer(data.DATASET_PATH))
+        zip_mode=bool(data.ZIP_MODE), refer=cached_refer(data.DATASET_PATH),
+        skip_unreadable_images=bool(data.SKIP_UNREADABLE_IMAGES),
+        max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings))
 
 
 class RefAccuracy(Metric):

@@ -49,7 +49,9 @@ def build_vcr_dataset(cfg, split: str) -> VCRDataset:
         task=data.TASK, tokenize=tokenizer.tokenize, to_ids=tokenizer.convert_tokens_to_ids,
         transform=build_transform(cfg, split), test_mode=split == "test", seq_len=int(data.SEQ_LEN),
         mask_size=int(data.MASK_SIZE), add_image_as_a_box=bool(data.ADD_IMAGE_AS_A_BOX),
-        only_use_relevant_dets=bool(data.ONLY_USE_RELEVANT_DETS))
+        only_use_relevant_dets=bool(data.ONLY_USE_RELEVANT_DETS),
+        skip_unreadable_images=bool(data.SKIP_UNREADABLE_IMAGES),
+        max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings))
 
 
 def build_vcr_metrics(cfg) -> list:

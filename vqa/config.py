@@ -12,6 +12,9 @@ def add_vqa_defaults(cfg: ConfigNode) -> None:
     cfg.DATASET.BOXES = "36"
     # Read questions from pythia imdb_{split}.npy files instead of the official json files; only false is supported.
     cfg.DATASET.USE_IMDB = True
+    # Largest share of annotated questions with no human answer in the vocabulary (they train on an all-zero
+    # target); above it the dataset refuses to load. The share is logged at start either way.
+    cfg.DATASET.MAX_NO_TARGET_FRACTION = 0.25
 
     # Initialise each answer's classifier row with the mean word embedding of its wordpieces.
     cfg.NETWORK.CLASSIFIER_PRETRAINED = False

@@ -40,7 +40,10 @@ def build_vqa_dataset(cfg, split: str, image_set: str | None = None) -> VQADatas
         answer_vocab_file=data.ANSWER_VOCAB_FILE, transform=build_transform(cfg, split),
         tokenizer=cached_tokenizer(cfg.NETWORK.BERT_MODEL_NAME), precomputed=bool(cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED),
         boxes=str(data.BOXES), add_image_as_a_box=bool(data.ADD_IMAGE_AS_A_BOX), zip_mode=bool(data.ZIP_MODE),
-        vocab_size=int(data.ANSWER_VOCAB_SIZE), use_imdb=bool(data.USE_IMDB))
+        vocab_size=int(data.ANSWER_VOCAB_SIZE), use_imdb=bool(data.USE_IMDB),
+        skip_unreadable_images=bool(data.SKIP_UNREADABLE_IMAGES),
+        max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings),
+        max_no_target_fraction=float(data.MAX_NO_TARGET_FRACTION))
 
 
 class SoftAccuracy(Metric):

@@ -1,7 +1,9 @@
-"""Read images, bytes and JSON from a folder path or from inside a zip archive (`archive.zip@/inner/path`).
+"""Read images, bytes and JSON from a folder path or from inside a zip archive (`archive.zip@/inner/path`); write
+JSON atomically.
 
 One ZipFile handle is cached per archive per process (keyed by pid, so DataLoader workers open their own after
-fork). Every error names the file, or the archive and the entry.
+fork). Every error names the file, or the archive and the entry. `open_image_or_blank` is the one place where
+DATASET.SKIP_UNREADABLE_IMAGES is applied, for every task.
 """
 from __future__ import annotations
 
@@ -106,6 +108,37 @@ def open_image(path: str, none_on_error: bool = False) -> Image.Image | None:
             log.warning("%s", error)
             return None
         raise error from err
+
+
+def open_image_or_blank(path: str, size: tuple[int, int] | None, skip_unreadable: bool) -> Image.Image:
+    """`open_image`, or with `skip_unreadable` (DATASET.SKIP_UNREADABLE_IMAGES) a black RGB image of `size` (w, h)
+    in place of a missing or undecodable file, with a warning naming it.
+
+    The size must come from the annotations (not the file), so boxes and im_info stay those of the real image;
+    without it (None) the error is raised as without the flag.
+    """
+    try:
+        return open_image(path)
+    except (ImageReadError, FileNotFoundError) as err:
+        if not skip_unreadable or size is None:
+            raise
+        log.warning("%s; using a black %dx%d image instead (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
+        return Image.new("RGB", (int(size[0]), int(size[1])))
+
+
+def write_json_atomic(path: str, data: Any, **dump_kwargs) -> None:
+    """json.dump to a temporary file in the same folder, then os.replace: readers see the old file or the new one,
+    never a half-written one. Creates the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"  # the checkpoints' temp-name pattern; plain open() keeps the umask's mode
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, **dump_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def image_size(path: str) -> tuple[int, int]:

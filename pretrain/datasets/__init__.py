@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from common.config import dataset_sections
-from common.data.tokenizer import BertTokenizer
+from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import build_transform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
@@ -21,7 +21,7 @@ def _caption_builder(cfg, section, split: str, tokenizer: BertTokenizer) -> Capt
         tokenizer, build_transform(cfg, split), seq_len=int(section.SEQ_LEN), with_rel_task=bool(net.WITH_REL_LOSS),
         with_mlm_task=bool(net.WITH_MLM_LOSS), with_mvrc_task=bool(net.WITH_MVRC_LOSS),
         mask_raw_pixels=bool(net.MASK_RAW_PIXELS) and not net.IMAGE_FEAT_PRECOMPUTED,
-        add_image_as_a_box=bool(section.ADD_IMAGE_AS_A_BOX))
+        add_image_as_a_box=bool(section.ADD_IMAGE_AS_A_BOX), max_positions=int(net.VLBERT.max_position_embeddings))
 
 
 def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | None = None) -> Dataset:
@@ -35,6 +35,7 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
         ann_file = section[f"{part}_ANNOTATION_FILE"]
         if not ann_file:
             raise ValueError(f"DATASET (general_corpus): {part}_ANNOTATION_FILE is empty")
+        check_seq_len(int(section.SEQ_LEN), int(cfg.NETWORK.VLBERT.max_position_embeddings))
         return GeneralCorpusDataset(ann_file, tokenizer, seq_len=int(section.SEQ_LEN),
                                     min_seq_len=int(section.MIN_SEQ_LEN), with_mlm_task=bool(cfg.NETWORK.WITH_MLM_LOSS),
                                     seed=seed)

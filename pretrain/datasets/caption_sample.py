@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.data.boxes import check_boxes, warn_once
 from common.data.masking import (
     IGNORE_LABEL,
     WholeWordMasker,
@@ -20,7 +21,7 @@ from common.data.masking import (
     select_regions,
     zero_pixels_in_boxes,
 )
-from common.data.tokenizer import BertTokenizer
+from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import VisualTransform, swap_left_right
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RawCaptionSample:
     classes: np.ndarray  # [N, C]
     features: np.ndarray | None  # [N, D] precomputed mode only
     words: list[str]  # the caption, split into words
+    source: str = ""  # the box file (or annotation) the boxes come from, for messages
 
 
 def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndarray | None):
@@ -67,10 +69,12 @@ class CaptionSampleBuilder:
 
     def __init__(self, tokenizer: BertTokenizer, transform: VisualTransform, seq_len: int = 64,
                  with_rel_task: bool = False, with_mlm_task: bool = True, with_mvrc_task: bool = True,
-                 mask_raw_pixels: bool = True, add_image_as_a_box: bool = True):
+                 mask_raw_pixels: bool = True, add_image_as_a_box: bool = True, max_positions: int | None = None):
         self.tokenizer = tokenizer
         self.transform = transform
         self.seq_len = int(seq_len)
+        if max_positions is not None:
+            check_seq_len(self.seq_len, max_positions)
         self.with_rel_task, self.with_mlm_task, self.with_mvrc_task = with_rel_task, with_mlm_task, with_mvrc_task
         self.mask_raw_pixels = mask_raw_pixels
         if not add_image_as_a_box:
@@ -89,8 +93,13 @@ class CaptionSampleBuilder:
     def build(self, raw: RawCaptionSample, index: int, rng: np.random.Generator,
               random_caption: Callable[[np.random.Generator], list[str]] | None = None) -> dict:
         width, height = raw.image_size
+        source = raw.source or f"caption sample {index}"
+        detected = check_boxes(raw.boxes.astype(np.float32).reshape(-1, 4), width, height, source)
+        if len(detected) == 0:
+            warn_once(source, "no boxes", f"{source}: no boxes; the caption trains over the whole-image box alone"
+                      + (" (a zero feature in precomputed mode)" if raw.features is not None else ""))
         whole = np.array([[0.0, 0.0, width - 1.0, height - 1.0]], dtype=np.float32)
-        boxes = np.concatenate([whole, raw.boxes.astype(np.float32).reshape(-1, 4)], 0)
+        boxes = np.concatenate([whole, detected], 0)
         classes = np.concatenate([np.zeros((1, raw.classes.shape[1]), np.float32), raw.classes.astype(np.float32)])
 
         words, relationship = raw.words, 1

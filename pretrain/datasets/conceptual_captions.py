@@ -11,7 +11,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from common.data.box_files import BoxFileError, read_box_file
-from common.data.image_io import ImageReadError, open_image
+from common.data.image_io import open_image_or_blank
 from common.data.masking import EpochSeeded
 from pretrain.datasets.caption_sample import (
     CAPTION_PAD_RULES,
@@ -120,18 +120,11 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         if size[0] is None or size[1] is None:
             raise BoxFileError(f"{box_path}: fields 'image_w'/'image_h' are needed in precomputed mode")
         return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features,
-                                [str(w) for w in record["caption"]])
+                                [str(w) for w in record["caption"]], source=box_path)
 
     def _open_image(self, path: str, size):
-        try:
-            return open_image(path)
-        except (ImageReadError, FileNotFoundError) as err:
-            if not self.skip_unreadable_images or size[0] is None:
-                raise
-            from PIL import Image
-
-            log.warning("%s; using a zero image of %dx%d (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
-            return Image.new("RGB", (int(size[0]), int(size[1])))
+        known = None if size[0] is None or size[1] is None else size
+        return open_image_or_blank(path, known, self.skip_unreadable_images)
 
     def other_caption(self, index: int, rng: np.random.Generator) -> list[str]:
         """The caption of a uniformly drawn other sample (the relationship task's negative)."""

@@ -16,7 +16,7 @@ DEFAULTS = {task: get_default_config(getattr(importlib.import_module(f"{task}.co
 
 # Each task's own keys, written out by hand: the keys that only this task's code reads.
 OWN_KEYS = {
-    "pretrain": {"DATASET.SEQ_LEN", "DATASET.MIN_SEQ_LEN", "DATASET.SKIP_UNREADABLE_IMAGES", "NETWORK.WITH_REL_LOSS",
+    "pretrain": {"DATASET.SEQ_LEN", "DATASET.MIN_SEQ_LEN", "NETWORK.WITH_REL_LOSS",
                  "NETWORK.WITH_MLM_LOSS", "NETWORK.WITH_MVRC_LOSS", "NETWORK.MLM_LOSS_NORM_IN_BATCH_FIRST",
                  "NETWORK.MVRC_LOSS_NORM_IN_BATCH_FIRST", "NETWORK.MASK_RAW_PIXELS", "NETWORK.VLBERT.from_scratch",
                  "NETWORK.VLBERT.pos_embedding_frozen", "NETWORK.VLBERT.visual_region_classes"},
@@ -26,6 +26,7 @@ OWN_KEYS = {
             "NETWORK.ANSWER_FIRST", "NETWORK.LOAD_REL_HEAD", "NETWORK.CLASSIFIER_SIGMOID",
             "NETWORK.CLASSIFIER_SIGMOID_LOSS_POSITIVE_WEIGHT"},
     "vqa": {"DATASET.ANSWER_VOCAB_FILE", "DATASET.ANSWER_VOCAB_SIZE", "DATASET.BOXES", "DATASET.USE_IMDB",
+            "DATASET.MAX_NO_TARGET_FRACTION",
             "NETWORK.CLASSIFIER_PRETRAINED"},
     "refcoco": {"DATASET.TRAIN_BOXES", "DATASET.VAL_BOXES", "DATASET.TEST_BOXES", "DATASET.PROPOSAL_SOURCE"},
     "itm": {"DATASET.SEQ_LEN", "DATASET.NEGATIVE_PROB"},
