@@ -23,7 +23,7 @@ from common.data.box_files import read_box_file
 from common.data.collate import collate_dicts
 from common.data.image_io import open_image
 from common.data.transforms import build_transform, prepend_whole_image_box
-from common.engine.inference import load_module_for_inference
+from common.engine.evaluate import load_module_for_inference
 from vqa.dataset import VQADataset
 from vqa.task import VQA, cached_tokenizer
 

@@ -62,13 +62,13 @@ def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
 @pytest.mark.parametrize("layout", ["file", "prefix"])
 def test_image_pretrained_is_found_as_the_model_loads_it(tmp_path, layout):
     """NETWORK.IMAGE_PRETRAINED names a weights file, or the original's prefix of `<prefix>-<epoch:04d>.model`."""
-    from common.config_node import ConfigNode
+    from common.config import get_default_config
     from common.data.preflight import Problems, check_network
 
     weights = tmp_path / ("resnet18-toy.pth" if layout == "file" else "resnet18-0003.model")
     key = str(weights) if layout == "file" else str(tmp_path / "resnet18")
-    cfg = ConfigNode({"NETWORK": {"IMAGE_FEAT_PRECOMPUTED": False, "IMAGE_PRETRAINED": key,
-                                  "IMAGE_PRETRAINED_EPOCH": 3}})
+    cfg = get_default_config()
+    cfg.NETWORK.update(IMAGE_FEAT_PRECOMPUTED=False, IMAGE_PRETRAINED=key, IMAGE_PRETRAINED_EPOCH=3)
     problems = Problems()
     check_network(cfg, problems, bert_folder=False)
     assert len(problems) == 1 and "NETWORK.IMAGE_PRETRAINED" in problems[0] and str(weights) in problems[0]
@@ -83,8 +83,9 @@ def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_r
     file with 0 boxes is still reported."""
     from common.config import load_config
     from common.data.box_files import encode_array
-    from common.data.preflight import Problems, check_pretrain
-    from pretrain.datasets.conceptual_captions import folder_path
+    from common.data.captions import folder_path
+    from common.data.preflight import Problems
+    from pretrain.check import check_pretrain_data
     from pretrain.task import TASK
 
     cc = str(tmp_path / "cc")
@@ -103,7 +104,7 @@ def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_r
                        "DATASET.1.TRAIN_ANNOTATION_FILE", corpus, "DATASET.1.VAL_ANNOTATION_FILE", corpus,
                        "DATASET.1.TEST_ANNOTATION_FILE", corpus], add_task_defaults=TASK.add_defaults)
     problems = Problems()
-    check_pretrain(cfg, problems, samples=10_000)
+    check_pretrain_data(cfg, problems, 10_000, ("TRAIN", "VAL", "TEST"))
     assert problems == []
     problems.box_file(emptied, "DATASET.DATASET_PATH")  # the strict check the VQA and RefCOCO+ files get
     assert problems == [f"box file is empty (0 boxes): {emptied} (config DATASET.DATASET_PATH)"]

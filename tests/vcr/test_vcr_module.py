@@ -8,8 +8,9 @@ import pytest
 import torch
 from vcr_fixtures import tiny_cfg, to_original_keys, vcr_line, write_vcr_dir
 
+from common.engine.evaluate import load_trained_weights
 from vcr.module import ResNetVLBERTForVCR, assemble_pairs
-from vcr.task import after_load_pretrain, build_vcr_dataset, load_vcr_checkpoint
+from vcr.task import TASK, after_load_pretrain, build_vcr_dataset, map_vcr_checkpoint_keys
 
 QUESTION = ["What", "are", [1, 3], "doing", "?"]
 ANSWERS = [["Eating", "."], [[0], "rides", [2]], ["Sleeping"], ["Nothing", "at", "all"]]
@@ -124,7 +125,7 @@ def test_original_vcr_checkpoint_keys_load_through_key_map(vocab_only_dir, data_
     torch.save({"state_dict": original}, path)
     torch.manual_seed(1)
     target = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    load_vcr_checkpoint(target, path)  # strict: every key must map onto the module
+    load_trained_weights(TASK, target, path)  # strict: every key must map onto the module
     source.eval()
     target.eval()
     batch = one_batch(cfg)
@@ -162,7 +163,7 @@ def test_partial_pretrain_with_original_vcr_prefix_rules(vocab_only_dir, data_di
         "module.vlbert->module.vlbert._module", "vlbert->vlbert._module"]
     torch.manual_seed(3)
     target = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    renamed = load_partial_pretrain(target, path, rules)
+    renamed = load_partial_pretrain(target, path, rules, key_map=map_vcr_checkpoint_keys)
     assert any(k.startswith("module.vlbert._module.") for k in renamed)
     after_load_pretrain(target, cfg, renamed)
     own = target.state_dict()

@@ -70,11 +70,12 @@ def test_val_reports_q2ar_consistent_with_cached_logits(setup, capsys):
 def test_val_logits_match_a_direct_forward(setup, vocab_only_dir):
     data, args, results = setup
     vcr_val.main(args)
-    from vcr.task import build_vcr_dataset, load_vcr_checkpoint
+    from common.engine.evaluate import load_trained_weights
+    from vcr.task import TASK, build_vcr_dataset
 
     cfg = tiny_cfg(vocab_only_dir, data, "DATASET.TASK", "QA2R")
     module = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    load_vcr_checkpoint(module, args[args.index("--r-ckpt") + 1])
+    load_trained_weights(TASK, module, args[args.index("--r-ckpt") + 1])
     item = build_vcr_dataset(cfg, "val")[2]
     batch = {k: (v.unsqueeze(0) if torch.is_tensor(v) else v) for k, v in item.items()}
     with torch.no_grad():

@@ -10,7 +10,7 @@ import torch
 from vqa_fixtures import TOY_CFG, tiny_overrides
 
 from common.data.collate import DictCollate, collate_dicts
-from common.engine.inference import run_inference
+from common.engine.evaluate import predict
 from vqa import eval as vqa_eval_script
 from vqa import predict as predict_script
 from vqa import test as test_script
@@ -67,7 +67,7 @@ def test_eval_of_val_results_equals_the_validation_metric(tiny_checkpoint, vqa_t
     module.load_state_dict({k[len("module."):]: v for k, v in torch.load(ckpt)["state_dict"].items()})
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=DictCollate(dataset.PAD_RULES))
     metric = SoftAccuracy("SoftAcc")
-    for sample in run_inference(module, loader, show_progress=False):
+    for sample in predict(module, loader, show_progress=False):
         metric.update({"label_logits": sample["label_logits"][None]},
                       {"answer_scores": dataset[sample["index"]]["answer_scores"][None]})
     assert report["overall"] == pytest.approx(round(100 * metric.compute(), 2), abs=1e-9)

@@ -12,7 +12,7 @@ from common.config import load_config
 from common.data.loader import build_loader
 from common.engine import dist
 from common.engine.dist import DistEnv
-from common.engine.inference import load_module_for_inference, run_inference
+from common.engine.evaluate import load_module_for_inference, predict
 from common.engine.trainer import fit
 from tests.common.engine.standin_task import STANDIN
 from tests.common.engine.test_engine import YAML
@@ -40,7 +40,7 @@ def test_single_process_outputs_follow_dataset_order(tmp_path):
     cfg = standin_cfg(tmp_path)
     module = STANDIN.build_module(cfg).eval()
     loader = build_loader(STANDIN, cfg, "val", DistEnv())
-    outputs = run_inference(module, loader, show_progress=False)
+    outputs = predict(module, loader, show_progress=False)
     dataset = loader.dataset
     assert [o["index"] for o in outputs] == list(range(len(dataset)))
     expected = module.net(dataset.x)
@@ -61,7 +61,7 @@ def _inference_worker(rank: int, world: int, port: int, out_dir: str, result_pat
         cfg = standin_cfg(out_dir)
         torch.manual_seed(0)
         module = STANDIN.build_module(cfg).eval()
-        outputs = run_inference(module, build_loader(STANDIN, cfg, "val", env), show_progress=False)
+        outputs = predict(module, build_loader(STANDIN, cfg, "val", env), show_progress=False)
         if rank == 0:
             torch.save(outputs, result_path)
     finally:
