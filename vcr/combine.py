@@ -19,6 +19,7 @@ from common.config_node import ConfigNode
 from common.data.loader import SPLIT_SECTIONS
 from common.engine import dist
 from common.engine.dist import DistEnv
+from common.engine.entry import config_overrides
 from common.engine.evaluate import (
     add_inference_arguments,
     evaluation_session,
@@ -40,8 +41,8 @@ MODEL_TASKS = {"a": "Q2A", "r": "QA2R"}
 
 
 def parse_args(argv: Sequence[str] | None = None, test: bool = False) -> argparse.Namespace:
-    """The original val/test arguments, plus `--cfg` (both models' config, as the launch scripts pass it) and the
-    launch flags."""
+    """The original val/test arguments, plus `--cfg` (both models' config, as the launch scripts pass it), the
+    launch flags and trailing KEY VALUE overrides."""
     parser = argparse.ArgumentParser(description="VCR " + ("leaderboard file" if test else "validation (Q->AR)"))
     parser.add_argument("--cfg", default=None, help="config of both models when --a-cfg / --r-cfg are not given "
                                                     "(DATASET.TASK is set per model)")
@@ -60,6 +61,7 @@ def parse_args(argv: Sequence[str] | None = None, test: bool = False) -> argpars
     else:
         parser.add_argument("--annot", default=None, help="val jsonl with labels (default: the config's VAL file)")
     add_inference_arguments(parser)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs that override both configs")
     args = parser.parse_args(argv)
     for which in MODEL_TASKS:
         setattr(args, f"{which}_cfg", getattr(args, f"{which}_cfg") or args.cfg)
@@ -68,9 +70,11 @@ def parse_args(argv: Sequence[str] | None = None, test: bool = False) -> argpars
     return args
 
 
-def model_config(cfg_path: str, task: str, split: str, annot_file: str | None) -> ConfigNode:
-    """The YAML with DATASET.TASK = `task` and, if given, the split's jsonl replaced by `annot_file`."""
-    cfg = load_config(cfg_path, ["DATASET.TASK", task], add_task_defaults=TASK.add_defaults).clone()
+def model_config(args: argparse.Namespace, which: str, split: str, annot_file: str | None) -> ConfigNode:
+    """Model `which`'s YAML with the overrides, DATASET.TASK set to its task and, if given, the split's jsonl
+    replaced by `annot_file`."""
+    overrides = config_overrides(args.opts) + ["DATASET.TASK", MODEL_TASKS[which]]
+    cfg = load_config(getattr(args, f"{which}_cfg"), overrides, add_task_defaults=TASK.add_defaults).clone()
     if annot_file:
         cfg.DATASET[f"{SPLIT_SECTIONS[split]}_ANNOTATION_FILE"] = os.path.abspath(annot_file)
     return cfg.freeze()
@@ -98,7 +102,7 @@ def model_logits(args: argparse.Namespace, which: str, split: str, annot_file: s
     cached = args.use_cache and os.path.isfile(prefix + ".npy") and os.path.isfile(prefix + "_ids.txt")
     if dist.broadcast_object(cached):  # rank 0 decides, so that either every rank runs the model or none does
         return _read_cache(prefix) if env.is_main else None
-    cfg = model_config(getattr(args, f"{which}_cfg"), MODEL_TASKS[which], split, annot_file)
+    cfg = model_config(args, which, split, annot_file)
     device = inference_device(env, args.gpus)
     predictions = predict_split(TASK, cfg, getattr(args, f"{which}_ckpt"), split, env, device,
                                 batch_size=getattr(args, f"{which}_bs"),
@@ -118,7 +122,7 @@ def val_main(argv: Sequence[str] | None = None) -> dict[str, float] | None:
         r_out = model_logits(args, "r", "val", args.annot, env)
     if a_out is None or r_out is None:
         return None
-    cfg = model_config(args.a_cfg, "Q2A", "val", args.annot)
+    cfg = model_config(args, "a", "val", args.annot)
     annot = os.path.join(cfg.DATASET.DATASET_PATH, cfg.DATASET.VAL_ANNOTATION_FILE)
     label_ids, answer_labels, rationale_labels = read_vcr_labels(annot)
     for name, (_, ids) in (("Q->A", a_out), ("QA->R", r_out)):

@@ -1,6 +1,6 @@
 """Local VCR evaluation: run the Q->A and the QA->R model over val and report Q->A, QA->R and Q->AR accuracy.
 
-    python vcr/val.py --a-cfg CFG --r-cfg CFG --a-ckpt CKPT --r-ckpt CKPT [--gpus 0] [--use-cache] [...]
+    python vcr/val.py --a-cfg CFG --r-cfg CFG --a-ckpt CKPT --r-ckpt CKPT [--gpus 0] [--use-cache] [KEY VALUE ...]
     ./scripts/dist_run_single.sh N vcr/val.py CFG OUT --a-ckpt CKPT --r-ckpt CKPT [...]  (CFG serves both models)
 
 Logits are cached as `{result_name}_a_pred.npy` / `{result_name}_r_pred.npy` ([N, 4]) under --result-path, with

@@ -175,6 +175,8 @@ def predict_split(task: Task, cfg: ConfigNode, ckpt_path: str, split: str, env: 
     device = device or env.device
     dataset = task.build_dataset(cfg, split)
     loader = make_inference_loader(dataset, cfg, split, env, batch_size)
+    log.info("%s: predicting %d %s items in %d process(es), %d batch(es) on this one", task.name, len(dataset),
+             split, env.world_size, len(loader))
     module = load_module_for_inference(task, cfg, ckpt_path, device)
     outputs = predict(module, loader, device, autocast_dtype, show_progress=env.is_main)
     if outputs is None:

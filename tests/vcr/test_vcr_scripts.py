@@ -11,6 +11,7 @@ import torch
 from vcr_fixtures import tiny_cfg, to_original_keys, vcr_line, write_vcr_dir
 
 from common.config import dump_config
+from tests.script_runs import one_and_two_processes
 from vcr import test as vcr_test
 from vcr import val as vcr_val
 from vcr.module import ResNetVLBERTForVCR
@@ -101,3 +102,22 @@ def test_leaderboard_csv_has_one_row_per_test_question(setup):
         np.testing.assert_allclose(values[0], softmax / softmax.sum(), rtol=1e-6)
         # group i = rationale scores conditioned on answer i = dataset row 4n + i
         assert np.argmax(values[3]) == np.argmax(r_logits[4 * n + 2])
+
+
+@pytest.mark.slow  # 25-50 s: four Python processes on a 2-core machine
+@pytest.mark.parametrize("script", ["vcr/test.py", "vcr/val.py"])
+def test_two_processes_write_the_same_files_as_one(setup, script, tmp_path):
+    """Under dist_run_single.sh 2 (which passes --cfg: one config for both models, DATASET.TASK set per model) the
+    scripts write the files of nondist_run.sh, to the last digit of every probability; --a-bs 1 gives rank 1 a
+    share of the 2 Q->A test rows too."""
+    _, args, _ = setup
+    a_cfg = args[args.index("--a-cfg") + 1]
+    own = ["--a-ckpt", args[args.index("--a-ckpt") + 1], "--r-ckpt", args[args.index("--r-ckpt") + 1],
+           "--result-name", "toy", "--a-bs", "1"]
+    one, two, output = one_and_two_processes(tmp_path, script, a_cfg, own, [])
+    assert "in 2 process(es)" in output
+    stem = "toy_test" if script == "vcr/test.py" else "toy"
+    expected = {f"{stem}_{w}_pred{ext}" for w in "ar" for ext in (".npy", "_ids.txt")}
+    if script == "vcr/test.py":
+        expected |= {f"toy_test_result_{t}.csv" for t in ("Q2A", "QA2R", "Q2AR")}
+    assert set(one) == expected and one == two
