@@ -1,5 +1,5 @@
 """The image-text matching plug-in for the shared engine: dataset per split, the matching module, the
-`MatchAcc` host metric and the data check."""
+`MatchAcc` host metric, the data check and the result-file writer of `itm/test.py`."""
 from __future__ import annotations
 
 import functools
@@ -13,6 +13,7 @@ from itm.check import check_itm_data
 from itm.config import add_itm_defaults
 from itm.dataset import ITMDataset
 from itm.module import VLBertForImageTextMatching
+from itm.predictions import write_itm_predictions
 
 SECTIONS = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
 
@@ -58,5 +59,6 @@ TASK = Task(
     modules={"VLBertForImageTextMatching": VLBertForImageTextMatching},
     build_metrics=build_itm_metrics,
     check_data=check_itm_data,
+    write_predictions=write_itm_predictions,
 )
 ITM = TASK

@@ -1,6 +1,7 @@
 """VCR leaderboard file: Q->A probabilities and QA->R probabilities conditioned on each answer, one row per question.
 
-    python vcr/test.py --a-cfg CFG --r-cfg CFG --a-ckpt CKPT --r-ckpt CKPT [--test-file JSONL] [--gpus 0] [KEY VALUE ...]
+    python vcr/test.py --a-cfg CFG --r-cfg CFG --a-ckpt CKPT --r-ckpt CKPT [--test-file JSONL] [--gpus 0]
+                       [KEY VALUE ...]
     ./scripts/dist_run_single.sh N vcr/test.py CFG OUT --a-ckpt CKPT --r-ckpt CKPT [...]  (CFG serves both models)
 
 Writes `{name}_test_result_Q2A.csv`, `{name}_test_result_QA2R.csv` and their join `{name}_test_result_Q2AR.csv`

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from common.data.preflight import check_data
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,30 @@ def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_r
     assert problems == []
     problems.box_file(emptied, "DATASET.DATASET_PATH")  # the strict check the VQA and RefCOCO+ files get
     assert problems == [f"box file is empty (0 boxes): {emptied} (config DATASET.DATASET_PATH)"]
+
+
+def test_itm_has_its_own_check(small_world_root, minilm_dir, tmp_path):
+    """data/check.py asks the task: the intact toy Conceptual Captions pass for itm/, and a box file without the
+    precomputed features image-text matching reads is reported by name."""
+    from common.config import load_config
+    from common.data.captions import folder_path
+    from data import check as check_script
+    from itm.task import TASK
+
+    cc = str(tmp_path / "cc")
+    shutil.copytree(os.path.join(small_world_root, "conceptual-captions"), cc)
+    cfg_path = os.path.join(ROOT, "cfgs", "itm", "toy_cpu.yaml")
+    overrides = ["DATASET.DATASET_PATH", cc, "NETWORK.BERT_MODEL_NAME", minilm_dir]
+    assert check_script.main(["--cfg", cfg_path, "--samples", "10000", *overrides]) == 0
+    with open(os.path.join(cc, "val_frcnn.json")) as f:
+        stripped = os.path.join(cc, folder_path(json.loads(f.readline())["frcnn"]))
+    with open(stripped) as f:
+        record = json.load(f)
+    del record["features"]
+    with open(stripped, "w") as f:
+        json.dump(record, f)
+    cfg = load_config(cfg_path, overrides, add_task_defaults=TASK.add_defaults)
+    assert check_data(cfg, TASK, samples=10_000) == [
+        f"box file {stripped} lacks ['features']: image-text matching reads precomputed features "
+        f"(config DATASET.DATASET_PATH)"]
+    assert check_script.main(["--cfg", cfg_path, "--samples", "10000", *overrides]) == 1

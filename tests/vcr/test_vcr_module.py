@@ -171,3 +171,28 @@ def test_partial_pretrain_with_original_vcr_prefix_rules(vocab_only_dir, data_di
         if key.startswith("vlbert."):
             assert torch.equal(own[key], value), key
     assert torch.equal(own["cnn_loss_reg.0.dense.weight"], mvrc_weight)
+
+
+def test_engine_loads_partial_pretrain_once_through_the_key_map(vocab_only_dir, data_dir, tmp_path, caplog):
+    """`Task.checkpoint_key_map` is applied by the engine before the one PARTIAL_PRETRAIN load: an original
+    checkpoint with the original YAML's prefix rules fills every VL-BERT weight, reported by a single load line."""
+    from common.engine.trainer import load_pretrained_weights
+
+    _, source = build(vocab_only_dir, data_dir)
+    pretrained = {"module." + k: v for k, v in source.state_dict().items() if k.startswith("vlbert.")}
+    path = str(tmp_path / "vl-bert-pretrained.model")
+    torch.save({"state_dict": pretrained}, path)
+    cfg, target = build(vocab_only_dir, data_dir, "NETWORK.PARTIAL_PRETRAIN", path,
+                        "NETWORK.PARTIAL_PRETRAIN_PREFIX_CHANGES",
+                        "['module.vlbert->module.vlbert._module', 'vlbert->vlbert._module']")
+    with torch.no_grad():
+        for value in target.vlbert.parameters():
+            value.add_(1.0)  # differs from the checkpoint everywhere
+    with caplog.at_level("INFO", logger="common.model.state_dict_io"):
+        load_pretrained_weights(TASK, target, cfg)
+    reports = [r.getMessage() for r in caplog.records if r.name == "common.model.state_dict_io" and path in r.message]
+    assert len(reports) == 1 and f"loaded {len(pretrained)} tensors" in reports[0], reports
+    own = target.state_dict()
+    for key, value in source.state_dict().items():
+        if key.startswith("vlbert."):
+            assert torch.equal(own[key], value), key
