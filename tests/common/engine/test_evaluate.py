@@ -17,7 +17,7 @@ from common.engine import dist
 from common.engine.dist import DistEnv
 from common.engine.evaluate import load_module_for_inference, predict
 from common.engine.trainer import fit
-from tests.common.engine import standin_test
+from tests.common.engine import standin_eval
 from tests.common.engine.standin_task import STANDIN, StandInModule
 from tests.common.engine.test_engine import YAML
 from tests.script_runs import files_under, run_launcher
@@ -108,8 +108,8 @@ def test_inference_loader_batches_do_not_depend_on_the_world_size(tmp_path):
     assert two == [[one[0], one[2]], [one[1]]]
 
 
-def test_standin_test_script_two_processes_write_the_one_process_file(tmp_path):
-    """tests/common/engine/standin_test.py (test_main) under dist_run_single.sh 2 writes the file that one process
+def test_standin_eval_script_two_processes_write_the_one_process_file(tmp_path):
+    """tests/common/engine/standin_eval.py (test_main) under dist_run_single.sh 2 writes the file that one process
     writes, to the last bit of every prediction; the file holds each sample once, in order."""
     torch.manual_seed(0)
     module = StandInModule(0.0)
@@ -119,10 +119,10 @@ def test_standin_test_script_two_processes_write_the_one_process_file(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each of the launched processes
     try:
-        result = standin_test.main(["--cfg", YAML, *flags, "--result-path", str(tmp_path / "one")])
+        result = standin_eval.main(["--cfg", YAML, *flags, "--result-path", str(tmp_path / "one")])
     finally:
         torch.set_num_threads(threads)
-    output = run_launcher(2, "tests/common/engine/standin_test.py", YAML, tmp_path / "model",
+    output = run_launcher(2, "tests/common/engine/standin_eval.py", YAML, tmp_path / "model",
                           [*flags, "--result-path", str(tmp_path / "two")])
     one, two = files_under(tmp_path / "one"), files_under(tmp_path / "two")
     assert "in 2 process(es)" in output
