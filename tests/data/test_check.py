@@ -1,5 +1,5 @@
 """Pre-flight data check on the toy world: intact passes; a deleted image, an emptied box file and a wrong answer
-vocabulary size are all reported, by name, in one run."""
+vocabulary size are all reported, by name, in one run; each task's own check (`Task.check_data`) is what runs."""
 from __future__ import annotations
 
 import json
