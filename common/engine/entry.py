@@ -20,9 +20,10 @@ from common.config_node import ConfigNode
 from common.engine import dist
 from common.engine.dist import DistEnv
 from common.engine.log import setup_logging
+from common.engine.run import output_layout
 from common.engine.state import TrainState
 from common.engine.task import Task
-from common.engine.trainer import fit, output_layout
+from common.engine.trainer import fit
 
 log = logging.getLogger(__name__)
 

@@ -176,7 +176,7 @@ def test_partial_pretrain_with_original_vcr_prefix_rules(vocab_only_dir, data_di
 def test_engine_loads_partial_pretrain_once_through_the_key_map(vocab_only_dir, data_dir, tmp_path, caplog):
     """`Task.checkpoint_key_map` is applied by the engine before the one PARTIAL_PRETRAIN load: an original
     checkpoint with the original YAML's prefix rules fills every VL-BERT weight, reported by a single load line."""
-    from common.engine.trainer import load_pretrained_weights
+    from common.engine.run import load_pretrained_weights
 
     _, source = build(vocab_only_dir, data_dir)
     pretrained = {"module." + k: v for k, v in source.state_dict().items() if k.startswith("vlbert.")}

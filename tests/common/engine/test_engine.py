@@ -16,7 +16,8 @@ from common.config import load_config
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import load_checkpoint
 from common.engine.dist import DistEnv
-from common.engine.trainer import NonFiniteLossError, fit, is_step_finite, train_step, wrap_module
+from common.engine.run import wrap_module
+from common.engine.trainer import NonFiniteLossError, fit, is_step_finite, train_step
 from tests.common.engine.standin_task import STANDIN, StandInModule
 
 ROOT = Path(__file__).resolve().parents[3]
