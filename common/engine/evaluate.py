@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 class TestCommand:
     """The command line of a task's test script; only these defaults differ between tasks."""
 
+    __test__ = False  # not a pytest test class, though its name starts with "Test"
     description: str
     result_path: str = "./test_result"  # default --result-path
     name_from_model_prefix: bool = False  # default --result-name: MODEL_PREFIX, else the config file's name
@@ -48,6 +49,7 @@ class TestCommand:
 class TestResult:
     """What a test run leaves on rank 0: the file the task's writer wrote, and the predictions behind it."""
 
+    __test__ = False
     path: str
     predictions: Predictions
 
