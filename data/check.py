@@ -1,6 +1,7 @@
-"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain] [KEY VALUE ...]`.
+"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain|itm] [KEY VALUE ...]`.
 
 Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
+The network weights are checked here; the data files by the task's own check (`Task.check_data`, e.g. vqa/check.py).
 """
 import argparse
 import importlib
@@ -9,9 +10,16 @@ import sys
 from pathlib import Path
 
 from common.config import ConfigError, load_config
-from common.data.preflight import TASKS, check_data
+from common.data.preflight import check_data
+from common.engine.task import Task
 
 log = logging.getLogger("data.check")
+TASKS = ("vqa", "vcr", "refcoco", "pretrain", "itm")  # folders whose task.py defines TASK
+
+
+def load_task(name: str) -> Task:
+    """The `TASK` value of `<name>/task.py`."""
+    return importlib.import_module(f"{name}.task").TASK
 
 
 def infer_task(cfg_path: str) -> str:
@@ -33,19 +41,19 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    task = args.task or infer_task(args.cfg)
-    add_defaults = getattr(importlib.import_module(f"{task}.config"), f"add_{task}_defaults")
+    name = args.task or infer_task(args.cfg)
+    task = load_task(name)
     try:
-        cfg = load_config(args.cfg, args.overrides, add_defaults)
+        cfg = load_config(args.cfg, args.overrides, task.add_defaults)
     except (ConfigError, OSError) as err:
         log.error("config does not load: %s", err)
         return 2
     problems = check_data(cfg, task, samples=args.samples)
     if problems:
-        log.error("%d problem(s) found for %s (%s):\n%s", len(problems), args.cfg, task,
+        log.error("%d problem(s) found for %s (%s):\n%s", len(problems), args.cfg, name,
                   "\n".join(f"  - {p}" for p in problems))
         return 1
-    log.info("data check passed for %s (%s)", args.cfg, task)
+    log.info("data check passed for %s (%s)", args.cfg, name)
     return 0
 
 

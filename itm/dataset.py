@@ -10,11 +10,10 @@ from torch.utils.data import Dataset
 
 from common.data.box_files import BoxFileError
 from common.data.boxes import check_boxes
+from common.data.captions import ConceptualCaptionsDataset, truncate_lengths
 from common.data.masking import EpochSeeded, item_rng
 from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import VisualTransform, swap_left_right
-from pretrain.datasets.caption_sample import truncate_lengths
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 
 # collate rules: pad value per key (None = stack)
 ITM_PAD_RULES = {"boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0, "label": None, "index": None}
@@ -35,7 +34,7 @@ class ITMDataset(EpochSeeded, Dataset):
                  train: bool, seq_len: int = 64, negative_prob: float = 0.5, zip_mode: bool = False, seed: int = 0,
                  max_positions: int = 512):
         check_seq_len(seq_len, max_positions)
-        # the annotation and box-file reading of pretraining; its sample builder is not used here
+        # the Conceptual Captions reading shared with pretraining; items are built here, not by a builder
         self.source = ConceptualCaptionsDataset(data_path, image_set, builder=None, precomputed=True,
                                                 zip_mode=zip_mode)
         self.tokenizer, self.transform = tokenizer, transform

@@ -25,7 +25,7 @@ from common.data.collate import collate_dicts
 from common.data.image_io import open_image
 from common.data.tokenizer import text_budget, truncate_to_budget
 from common.data.transforms import build_transform, prepend_whole_image_box
-from common.engine.inference import load_module_for_inference
+from common.engine.evaluate import load_module_for_inference
 from vqa.dataset import QUESTION_SPECIALS, VQADataset
 from vqa.task import VQA, cached_tokenizer
 

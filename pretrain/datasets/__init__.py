@@ -4,11 +4,11 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from common.config import dataset_sections
+from common.data.captions import ConceptualCaptionsDataset
 from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import build_transform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
 
 DATASET_NAMES = ("conceptual_captions", "general_corpus", "coco_captions")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from common.data.boxes import check_boxes, warn_once
+from common.data.captions import RawCaptionSample, truncate_lengths
 from common.data.masking import (
     IGNORE_LABEL,
     WholeWordMasker,
@@ -25,43 +24,6 @@ from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import VisualTransform, swap_left_right
 
 log = logging.getLogger(__name__)
-
-# collate rules of every image-caption dataset (pad value per key, None = stack)
-CAPTION_PAD_RULES = {"image": 0.0, "boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0,
-                     "relationship_label": None, "mlm_labels": IGNORE_LABEL, "mvrc_ops": 0, "mvrc_labels": 0.0,
-                     "index": None}
-
-
-@dataclass
-class RawCaptionSample:
-    """What a dataset reads from its files, before any corruption. Boxes are detector boxes (no whole-image box),
-    in original-image pixels, sorted by confidence; classes [N, C] is the MVRC target distribution."""
-
-    image: Image.Image | None  # None in precomputed mode
-    image_size: tuple[int, int]  # (w, h) of the original image
-    boxes: np.ndarray  # [N, 4]
-    classes: np.ndarray  # [N, C]
-    features: np.ndarray | None  # [N, D] precomputed mode only
-    words: list[str]  # the caption, split into words
-    source: str = ""  # the box file (or annotation) the boxes come from, for messages
-
-
-def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndarray | None):
-    """Reorder by descending max class probability (background column included, as the original); stable."""
-    order = np.argsort(-classes.max(axis=1), kind="stable") if len(classes) else np.arange(0)
-    return boxes[order], classes[order], None if features is None else features[order]
-
-
-def truncate_lengths(num_text: int, num_boxes: int, seq_len: int) -> tuple[int, int]:
-    """Joint truncation of the original: while text + boxes > seq_len drop one element from the longer list
-    (text on ties); keep at least 2 text tokens ([CLS] + [SEP]) and 1 box (the whole image)."""
-    text, boxes = num_text, num_boxes
-    while text + boxes > seq_len and text > 0 and boxes > 0:
-        if boxes > text:
-            boxes -= 1
-        else:
-            text -= 1
-    return max(text, min(2, num_text)), max(boxes, min(1, num_boxes))
 
 
 class CaptionSampleBuilder:

@@ -10,14 +10,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from common.data.captions import CAPTION_PAD_RULES, RawCaptionSample, sort_by_confidence
 from common.data.image_io import open_image
 from common.data.masking import EpochSeeded
-from pretrain.datasets.caption_sample import (
-    CAPTION_PAD_RULES,
-    CaptionSampleBuilder,
-    RawCaptionSample,
-    sort_by_confidence,
-)
+from pretrain.datasets.caption_sample import CaptionSampleBuilder
 
 NUM_COCO_CLASSES = 81  # background + 80 categories (contiguous ids 1..80 in sorted COCO id order)
 

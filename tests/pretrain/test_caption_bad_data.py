@@ -15,13 +15,13 @@ from common.config import load_config
 from common.data import boxes as box_rules
 from common.data.box_files import BoxFileError, encode_array
 from common.data.boxes import BoxError
+from common.data.captions import ConceptualCaptionsDataset
 from common.data.transforms import VisualTransform
 from itm.config import add_itm_defaults
 from itm.task import build_itm_dataset
 from pretrain.config import add_pretrain_defaults
 from pretrain.datasets import build_pretrain_datasets
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 
 
 @pytest.fixture(autouse=True)

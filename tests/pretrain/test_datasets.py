@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from common.data.box_files import BoxFileError, encode_array, read_box_file
+from common.data.captions import ConceptualCaptionsDataset, folder_path
 from common.data.collate import collate_dicts
 from common.data.masking import IGNORE_LABEL
 from common.data.transforms import VisualTransform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset, folder_path
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
 from pretrain.losses import mvrc_loss, valid_region_rows
 

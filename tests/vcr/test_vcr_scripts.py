@@ -11,6 +11,7 @@ import torch
 from vcr_fixtures import tiny_cfg, to_original_keys, vcr_line, write_vcr_dir
 
 from common.config import dump_config
+from tests.script_runs import one_and_two_processes
 from vcr import test as vcr_test
 from vcr import val as vcr_val
 from vcr.module import ResNetVLBERTForVCR
@@ -70,11 +71,12 @@ def test_val_reports_q2ar_consistent_with_cached_logits(setup, capsys):
 def test_val_logits_match_a_direct_forward(setup, vocab_only_dir):
     data, args, results = setup
     vcr_val.main(args)
-    from vcr.task import build_vcr_dataset, load_vcr_checkpoint
+    from common.engine.evaluate import load_trained_weights
+    from vcr.task import TASK, build_vcr_dataset
 
     cfg = tiny_cfg(vocab_only_dir, data, "DATASET.TASK", "QA2R")
     module = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    load_vcr_checkpoint(module, args[args.index("--r-ckpt") + 1])
+    load_trained_weights(TASK, module, args[args.index("--r-ckpt") + 1])
     item = build_vcr_dataset(cfg, "val")[2]
     batch = {k: (v.unsqueeze(0) if torch.is_tensor(v) else v) for k, v in item.items()}
     with torch.no_grad():
@@ -100,3 +102,22 @@ def test_leaderboard_csv_has_one_row_per_test_question(setup):
         np.testing.assert_allclose(values[0], softmax / softmax.sum(), rtol=1e-6)
         # group i = rationale scores conditioned on answer i = dataset row 4n + i
         assert np.argmax(values[3]) == np.argmax(r_logits[4 * n + 2])
+
+
+@pytest.mark.slow  # 25-50 s: four Python processes on a 2-core machine
+@pytest.mark.parametrize("script", ["vcr/test.py", "vcr/val.py"])
+def test_two_processes_write_the_same_files_as_one(setup, script, tmp_path):
+    """Under dist_run_single.sh 2 (which passes --cfg: one config for both models, DATASET.TASK set per model) the
+    scripts write the files of nondist_run.sh, to the last digit of every probability; --a-bs 1 gives rank 1 a
+    share of the 2 Q->A test rows too."""
+    _, args, _ = setup
+    a_cfg = args[args.index("--a-cfg") + 1]
+    own = ["--a-ckpt", args[args.index("--a-ckpt") + 1], "--r-ckpt", args[args.index("--r-ckpt") + 1],
+           "--result-name", "toy", "--a-bs", "1"]
+    one, two, output = one_and_two_processes(tmp_path, script, a_cfg, own, [])
+    assert "in 2 process(es)" in output
+    stem = "toy_test" if script == "vcr/test.py" else "toy"
+    expected = {f"{stem}_{w}_pred{ext}" for w in "ar" for ext in (".npy", "_ids.txt")}
+    if script == "vcr/test.py":
+        expected |= {f"toy_test_result_{t}.csv" for t in ("Q2A", "QA2R", "Q2AR")}
+    assert set(one) == expected and one == two

@@ -10,7 +10,7 @@ from vqa_fixtures import REPO, tiny_overrides
 
 from common.data.collate import collate_dicts
 from common.data.tokenizer import BertTokenizer
-from common.engine.trainer import load_pretrained_weights
+from common.engine.run import load_pretrained_weights
 from vqa.module import question_text
 from vqa.task import VQA, SoftAccuracy
 from vqa.vqa_eval import score_count

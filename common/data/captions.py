@@ -1,24 +1,68 @@
-"""Conceptual Captions as VL-BERT consumes it: `{split}_frcnn.json` (JSON lines of image path, caption words and
-bottom-up box-file path), read from folders or from stored zips (`train_image.zip@/00000042.jpg`)."""
+"""Image-caption data shared by pretraining and image-text matching: the Conceptual Captions files
+(`{split}_frcnn.json` JSON lines of image path, caption words and bottom-up box-file path, read from folders or from
+stored zips such as `train_image.zip@/00000042.jpg`), the raw sample they give, and the joint text/box truncation."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
 from common.data.box_files import BoxFileError, read_box_file
 from common.data.image_io import open_image_or_blank
-from common.data.masking import EpochSeeded
-from pretrain.datasets.caption_sample import (
-    CAPTION_PAD_RULES,
-    CaptionSampleBuilder,
-    RawCaptionSample,
-    sort_by_confidence,
-)
+from common.data.masking import IGNORE_LABEL, EpochSeeded
+
+# collate rules of every image-caption dataset (pad value per key, None = stack)
+CAPTION_PAD_RULES = {"image": 0.0, "boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0,
+                     "relationship_label": None, "mlm_labels": IGNORE_LABEL, "mvrc_ops": 0, "mvrc_labels": 0.0,
+                     "index": None}
+
+
+@dataclass
+class RawCaptionSample:
+    """What a dataset reads from its files, before any corruption. Boxes are detector boxes (no whole-image box),
+    in original-image pixels, sorted by confidence; classes [N, C] is the MVRC target distribution."""
+
+    image: Image.Image | None  # None in precomputed mode
+    image_size: tuple[int, int]  # (w, h) of the original image
+    boxes: np.ndarray  # [N, 4]
+    classes: np.ndarray  # [N, C]
+    features: np.ndarray | None  # [N, D] precomputed mode only
+    words: list[str]  # the caption, split into words
+    source: str = ""  # the box file (or annotation) the boxes come from, for messages
+
+
+def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndarray | None):
+    """Reorder by descending max class probability (background column included, as the original); stable."""
+    order = np.argsort(-classes.max(axis=1), kind="stable") if len(classes) else np.arange(0)
+    return boxes[order], classes[order], None if features is None else features[order]
+
+
+def truncate_lengths(num_text: int, num_boxes: int, seq_len: int) -> tuple[int, int]:
+    """Joint truncation of the original: while text + boxes > seq_len drop one element from the longer list
+    (text on ties); keep at least 2 text tokens ([CLS] + [SEP]) and 1 box (the whole image)."""
+    text, boxes = num_text, num_boxes
+    while text + boxes > seq_len and text > 0 and boxes > 0:
+        if boxes > text:
+            boxes -= 1
+        else:
+            text -= 1
+    return max(text, min(2, num_text)), max(boxes, min(1, num_boxes))
+
+
+class CaptionItemBuilder(Protocol):
+    """Turns a raw sample into an item dict (pretraining's `CaptionSampleBuilder`)."""
+
+    def build(self, raw: RawCaptionSample, index: int, rng: np.random.Generator,
+              other_caption: Callable[[np.random.Generator], list[str]]) -> dict: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +115,7 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
 
     PAD_RULES = CAPTION_PAD_RULES
 
-    def __init__(self, data_path: str, image_set: str, builder: CaptionSampleBuilder, precomputed: bool = False,
+    def __init__(self, data_path: str, image_set: str, builder: CaptionItemBuilder | None, precomputed: bool = False,
                  zip_mode: bool = False, seed: int = 0, skip_unreadable_images: bool = False,
                  num_classes: int | None = None):
         if image_set not in ANNOTATION_FILES:
@@ -134,4 +178,6 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = self.item_rng(index)
+        if self.builder is None:
+            raise TypeError("ConceptualCaptionsDataset built without an item builder reads raw samples only (read_raw)")
         return self.builder.build(self.read_raw(index), index, rng, lambda r: self.other_caption(index, r))
