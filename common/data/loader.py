@@ -1,13 +1,15 @@
 """Build the DataLoader of one split for any task: dataset from the task, shard/grouped sampler, dict collate.
 
-Randomness: the order depends on (RNG_SEED, epoch) only; workers of rank r are seeded per epoch from a generator
-seeded with (RNG_SEED, r, epoch) (worker w gets that base + w). With TRAIN.PERSISTENT_WORKERS the workers are
-seeded once, at the first epoch the process runs, so a resumed run repeats the data order but not the random
-augmentation draws bit for bit; set PERSISTENT_WORKERS false (or NUM_WORKERS_PER_GPU 0) when that matters.
+Randomness: the order depends on (RNG_SEED, epoch) only, and every item's random draws on (RNG_SEED, epoch, index)
+only (`common/data/item_seeding.py`: the global generators are seeded per item), so neither depends on the worker
+that builds the item, on what that worker built before, on PERSISTENT_WORKERS or on NUM_WORKERS_PER_GPU. A loader
+can also start part-way into an epoch (`set_epoch(loader, epoch, start_batch)`): the batches it then yields are
+those the whole epoch yields from `start_batch` on, item for item and bit for bit (a mid-epoch resume).
 """
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.config_node import ConfigNode
 from common.data.collate import DictCollate
+from common.data.item_seeding import ItemSeededDataset
 from common.data.samplers import GroupedBatchSampler, ShardSampler
 
 if TYPE_CHECKING:  # the engine imports this module; these are for the annotations only
@@ -64,12 +67,13 @@ def make_loader(dataset: Dataset, cfg: ConfigNode, split: str, env: DistEnv | No
     shuffle = bool(section.SHUFFLE) and is_train
     group_ids = dataset.aspect_groups() if hasattr(dataset, "aspect_groups") else None
     kwargs = _loader_kwargs(dataset, cfg, is_train, seed * 1000 + rank)
+    seeded = ItemSeededDataset(dataset, seed)
     if is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
         batch_sampler = GroupedBatchSampler(group_ids, batch_size, world, rank, shuffle=shuffle, seed=seed)
-        loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+        loader = DataLoader(seeded, batch_sampler=batch_sampler, **kwargs)
     else:
         sampler = ShardSampler(len(dataset), world, rank, shuffle=shuffle, seed=seed, pad=is_train)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
+        loader = DataLoader(seeded, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
     loader.base_seed = seed * 1000 + rank
     return loader
 
@@ -115,14 +119,53 @@ def build_loader(task: Task, cfg: ConfigNode, split: str, env: DistEnv) -> Batch
     return make_loader(dataset, cfg, split, env)
 
 
-def set_epoch(loader: BatchLoader, epoch: int) -> None:
-    """New shuffle and new worker seeds for `epoch`, the same after a resume as in an uninterrupted run."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
+def set_epoch(loader: BatchLoader, epoch: int, start_batch: int = 0) -> None:
+    """Place `loader` at batch `start_batch` of `epoch` (0: the whole epoch): its sampler's order, its dataset's
+    epoch (item seeds, mask seeds) and its workers' seeds, the same after a resume as in an uninterrupted run.
+
+    A loader with its own `set_epoch` (the multi-task loader, streaming loaders) gets `set_epoch(epoch,
+    start_batch)`; a DataLoader whose sampler cannot start part-way into an epoch refuses `start_batch > 0`.
+    """
+    if callable(getattr(loader, "set_epoch", None)):
+        if start_batch:
+            loader.set_epoch(epoch, start_batch)
+        else:
+            loader.set_epoch(epoch)
         return
-    for owner in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        if owner is not None and hasattr(owner, "set_epoch"):
-            owner.set_epoch(epoch)
+    _place_sampler(loader, epoch, int(start_batch))
+    dataset = getattr(loader, "dataset", None)
+    if callable(getattr(dataset, "set_epoch", None)):
+        dataset.set_epoch(epoch)
     generator = getattr(loader, "generator", None)
     if generator is not None and hasattr(loader, "base_seed"):
         generator.manual_seed(loader.base_seed + 7919 * epoch)
+
+
+def _place_sampler(loader: DataLoader, epoch: int, start_batch: int) -> None:
+    """Sampler positions are in what they yield: batches for a batch sampler, indices for a sampler."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if isinstance(batch_sampler, GroupedBatchSampler):
+        batch_sampler.set_epoch(epoch, start_batch)
+        return
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, ShardSampler):
+        sampler.set_epoch(epoch, min(start_batch * int(loader.batch_size), sampler.epoch_length()))
+        return
+    if start_batch:
+        raise ValueError(f"cannot start part-way into an epoch: the loader's sampler ({type(sampler).__name__}) has "
+                         f"no start position (resume from an epoch checkpoint instead)")
+    for owner in (sampler, batch_sampler):
+        if owner is not None and callable(getattr(owner, "set_epoch", None)):
+            owner.set_epoch(epoch)
+
+
+def epoch_batches(loader: BatchLoader) -> int:
+    """Batches of a whole epoch of `loader`, wherever it was placed in one."""
+    if callable(getattr(loader, "epoch_length", None)):
+        return int(loader.epoch_length())
+    if isinstance(getattr(loader, "batch_sampler", None), GroupedBatchSampler):
+        return loader.batch_sampler.epoch_length()
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, ShardSampler):
+        return math.ceil(sampler.epoch_length() / int(loader.batch_size))
+    return len(loader)

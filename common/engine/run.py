@@ -16,7 +16,7 @@ from torch import nn
 
 from common.config import dataset_sections, dump_config
 from common.config_node import ConfigNode
-from common.data.loader import build_loader
+from common.data.loader import build_loader, epoch_batches
 from common.data.preflight import require_data
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
@@ -24,7 +24,7 @@ from common.engine.dist import DistEnv
 from common.engine.log import TrainLogger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
-from common.engine.state import TrainState
+from common.engine.state import TrainingParts, TrainState
 from common.engine.task import BatchLoader, Task
 from common.metrics import LossLogger, Metric
 
@@ -101,10 +101,15 @@ def accumulation_steps(cfg: ConfigNode, world_size: int) -> int:
     return steps
 
 
+def validates(cfg: ConfigNode) -> bool:
+    """Whether the run validates at all: every VAL_FREQUENT epochs and/or every TRAIN.VAL_EVERY_STEPS updates."""
+    return int(cfg.VAL_FREQUENT) > 0 or int(cfg.TRAIN.VAL_EVERY_STEPS) > 0
+
+
 def splits_read(task: Task, cfg: ConfigNode) -> tuple[str, ...]:
-    """The config sections a training run reads: TRAIN, VAL when VAL_FREQUENT > 0, TEST when the task has a test
+    """The config sections a training run reads: TRAIN, VAL when it validates, TEST when the task has a test
     step (`--do-test`). The pre-flight check looks only at these, so a run without validation needs no val files."""
-    splits = ("TRAIN",) + (("VAL",) if int(cfg.VAL_FREQUENT) > 0 else ())
+    splits = ("TRAIN",) + (("VAL",) if validates(cfg) else ())
     return splits + (("TEST",) if task.test_after_training is not None else ())
 
 
@@ -141,42 +146,73 @@ class Run:
     def accumulate(self) -> int:
         return int(self.cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
 
+    @property
+    def parts(self) -> TrainingParts:
+        """What a checkpoint of this run holds (common/engine/state.py::checkpoint_state)."""
+        return TrainingParts(self.state, self.model, self.optimizer, self.schedule, self.amp)
 
-def start_weights(task: Task, run: Run, module: nn.Module, seed: int) -> None:
-    """Resume from the newest checkpoint when allowed; otherwise NETWORK.PARTIAL_PRETRAIN, then per-rank seeds."""
-    train = run.cfg.TRAIN
-    resume_from = run.checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
-                                               int(train.END_EPOCH))
+
+def build_checkpointer(cfg: ConfigNode, prefix: str) -> Checkpointer:
+    train = cfg.TRAIN
+    return Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict(),
+                        every_steps=int(train.CHECKPOINT_EVERY_STEPS), keep_last=int(train.KEEP_LAST))
+
+
+def find_resume(checkpointer: Checkpointer, cfg: ConfigNode) -> str | None:
+    """The checkpoint this run resumes from (RESUME / AUTO_RESUME), checked to be this experiment's."""
+    train = cfg.TRAIN
+    return checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
+                                    int(train.END_EPOCH))
+
+
+def start_weights(task: Task, parts: TrainingParts, checkpointer: Checkpointer, resume_from: str | None,
+                  cfg: ConfigNode, env: DistEnv) -> None:
+    """Resume from `resume_from` when set; otherwise NETWORK.PARTIAL_PRETRAIN, then per-rank seeds."""
     if resume_from:
-        run.checkpointer.restore(resume_from, run.state, module, run.optimizer, run.schedule, run.amp)
+        checkpointer.restore(resume_from, parts)
         return
-    load_pretrained_weights(task, module, run.cfg)
+    load_pretrained_weights(task, parts.module, cfg)
+    seed = int(cfg.RNG_SEED)
     if seed >= 0:
-        seed_everything(seed + run.env.rank)  # dropout and augmentation differ between ranks
+        seed_everything(seed + env.rank)  # dropout and augmentation differ between ranks
 
 
-def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
-    """Check the data, write the config, build the module, loaders and collaborators, and set the starting weights
-    (a resume or the pretrained ones). The order of random draws is part of the contract: runs resume bitwise."""
-    cfg = resolve_config(cfg, env.world_size)
-    require_data(cfg, task, splits_read(task, cfg))
-    out_dir, prefix = output_layout(cfg, cfg_name)
+def data_layout(cfg: ConfigNode, loader: BatchLoader, env: DistEnv) -> dict:
+    """What a data position (batches done in an epoch) means: saved with it, compared on resume."""
+    batch = cfg.TRAIN.BATCH_IMAGES
+    batch = [int(b) for b in batch] if isinstance(batch, (list, tuple)) else int(batch)
+    return {"world_size": env.world_size, "batches_per_epoch": epoch_batches(loader), "batch_size": batch}
+
+
+def write_run_files(cfg: ConfigNode, env: DistEnv, out_dir: str) -> None:
+    """The config the run uses, beside its checkpoints (rank 0), once the resume check has passed."""
     if env.is_main:
         os.makedirs(out_dir, exist_ok=True)
         dump_config(cfg, os.path.join(out_dir, "config.yaml"))
-    seed = int(cfg.RNG_SEED)
-    seed_everything(seed)  # equal on every rank: the same initial weights
+
+
+def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
+    """Check the data, find the checkpoint to resume from (refused if another experiment wrote it: nothing is
+    written before that check), build the module, loaders and collaborators, set the starting weights (a resume or
+    the pretrained ones), then write the config. The order of random draws is part of the contract: runs resume
+    bitwise."""
+    cfg = resolve_config(cfg, env.world_size)
+    require_data(cfg, task, splits_read(task, cfg))
+    out_dir, prefix = output_layout(cfg, cfg_name)
+    checkpointer = build_checkpointer(cfg, prefix)
+    resume_from = find_resume(checkpointer, cfg)
+    seed_everything(int(cfg.RNG_SEED))  # equal on every rank: the same initial weights
     module = task.build_module(cfg).to(env.device)
     train_loader = build_loader(task, cfg, "train", env)
-    val_loader = build_loader(task, cfg, "val", env) if int(cfg.VAL_FREQUENT) > 0 else None
-    steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
+    val_loader = build_loader(task, cfg, "val", env) if validates(cfg) else None
+    steps_per_epoch = math.ceil(epoch_batches(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
     optimizer = build_optimizer(cfg, module, env.world_size)
+    state = TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH), layout=data_layout(cfg, train_loader, env))
+    parts = TrainingParts(state, module, optimizer, build_lr_schedule(cfg, optimizer, steps_per_epoch),
+                          MixedPrecision.from_config(cfg, env.device))
+    start_weights(task, parts, checkpointer, resume_from, cfg, env)
+    write_run_files(cfg, env, out_dir)
     logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
                          total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
-    run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
-              build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
-              Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict()), logger,
-              build_metrics(task, cfg), build_metrics(task, cfg), TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
-    start_weights(task, run, module, seed)
-    run.model = wrap_module(module, cfg, env)
-    return run
+    return Run(cfg, env, out_dir, wrap_module(module, cfg, env), train_loader, val_loader, optimizer, parts.schedule,
+               parts.amp, checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg), state)
