@@ -156,6 +156,8 @@ def test_a_save_and_a_load_slower_than_the_collective_timeout_do_not_fail_the_ru
     code, output = run_two(tmp_path / "save", {"STANDIN_LOAD_SLEEP": "12"}, "TRAIN.END_EPOCH", "2")
     assert code == 0, output[-3000:]
     assert "resumed from" in output
+    code, output = run_two(tmp_path / "save", {}, "TRAIN.END_EPOCH", "3", "TRAIN.OPTIMIZER", "SGD")
+    assert code != 0 and "ResumeMismatchError" in output, output[-3000:]  # refused on rank 0, no rank left waiting
     code, output = run_two(tmp_path / "short", {"STANDIN_SAVE_SLEEP": "12"}, "TRAIN.END_EPOCH", "1",
                            "TRAIN.CHECKPOINT_TIMEOUT_S", "5")
     assert code != 0, output[-3000:]

@@ -82,12 +82,13 @@ def test_keep_last_zero_keeps_every_step_file_and_epoch_keep_is_separate(tmp_pat
         f"{s:08d}.model" for s in (3, 6, 9, 12, 15, 18, 21)]  # 24 ends the run: the epoch file covers it
 
 
-@pytest.mark.parametrize("workers, accumulate", [(0, 1), (2, 2)])
-def test_resume_from_a_step_file_equals_the_uninterrupted_run(tmp_path, monkeypatch, workers, accumulate):
+@pytest.mark.parametrize("workers, accumulate, persistent", [(0, 1, "true"), (2, 2, "true"), (1, 1, "false")])
+def test_resume_from_a_step_file_equals_the_uninterrupted_run(tmp_path, monkeypatch, workers, accumulate, persistent):
     """A folder holding what a run killed after step 9 (epoch 1, batch 1 of 8) leaves: the step file. With loader
     workers (persistent, the default), augmentation from every global generator and dropout."""
     monkeypatch.setenv("STANDIN_AUGMENT", "1")
-    common = ["TRAIN.END_EPOCH", "2", "NUM_WORKERS_PER_GPU", str(workers), "TRAIN.GRAD_ACCUMULATE_STEPS",
+    common = ["TRAIN.END_EPOCH", "2", "NUM_WORKERS_PER_GPU", str(workers), "TRAIN.PERSISTENT_WORKERS", persistent,
+              "TRAIN.GRAD_ACCUMULATE_STEPS",
               str(accumulate), "TRAIN.BATCH_IMAGES", str(4 // accumulate), "NETWORK.VLBERT.hidden_dropout_prob", "0.3",
               "TRAIN.CHECKPOINT_EVERY_STEPS", "1", "TRAIN.KEEP_LAST", "0"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
