@@ -8,7 +8,9 @@ bit. Datasets that already draw from their own `item_rng(seed, epoch, index)` (c
 """
 from __future__ import annotations
 
+import hashlib
 import random
+import struct
 from typing import Any
 
 import numpy as np
@@ -20,17 +22,17 @@ from common.data.masking import SharedEpoch
 ITEM_STREAM = 7  # keeps these seeds apart from the masking streams of `item_rng` for the same (seed, epoch, index)
 
 
-def item_seeds(seed: int, epoch: int, index: int) -> np.ndarray:
-    """Four 32-bit words that depend only on (seed, epoch, index)."""
-    sequence = np.random.SeedSequence([max(int(seed), 0), int(epoch), int(index), ITEM_STREAM])
-    return sequence.generate_state(4, dtype=np.uint32)
+def item_seeds(seed: int, epoch: int, index: int) -> bytes:
+    """16 bytes that depend only on (seed, epoch, index): a hash, cheap enough to run for every item."""
+    key = struct.pack("<4q", max(int(seed), 0), int(epoch), int(index), ITEM_STREAM)
+    return hashlib.blake2b(key, digest_size=16).digest()
 
 
-def seed_global_generators(words: np.ndarray) -> None:
+def seed_global_generators(seeds: bytes) -> None:
     """Seed `random`, numpy's global generator and torch's CPU generator (CUDA generators are left alone)."""
-    random.seed(int.from_bytes(words.tobytes(), "little"))
-    np.random.seed(words)
-    torch.default_generator.manual_seed(int(words[0]) << 32 | int(words[1]))
+    random.seed(int.from_bytes(seeds[:8], "little"))
+    np.random.seed(int.from_bytes(seeds[8:12], "little"))  # numpy's legacy seed takes 32 bits
+    torch.default_generator.manual_seed(int.from_bytes(seeds[8:], "little"))
 
 
 class ItemSeededDataset(Dataset):
