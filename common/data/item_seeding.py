@@ -48,7 +48,9 @@ class ItemSeededDataset(Dataset):
         self.dataset, self.seed, self._epoch = dataset, int(seed), SharedEpoch()
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("dataset", "seed", "_epoch"):  # not set yet (unpickling): never recurse
+        # not set yet (unpickling): never recurse; and no dunder (a forwarded `__getitems__` would let the
+        # DataLoader fetch a whole batch past the per-item seeding)
+        if name in ("dataset", "seed", "_epoch") or name.startswith("__"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
