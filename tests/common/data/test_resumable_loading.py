@@ -104,14 +104,15 @@ def test_a_sampler_without_a_start_position_refuses_to_start_part_way():
         set_epoch(loader, 1, 2)
 
 
+class Batched(RandomDraws):
+    def __getitems__(self, indices):  # a dataset's own batch fetch would skip the per-item seeds
+        raise AssertionError("the DataLoader fetched past the per-item seeding")
+
+
 def test_the_item_seeding_wrapper_forwards_attributes_but_not_batch_fetching_and_pickles():
     import pickle
 
     from common.data.item_seeding import ItemSeededDataset
-
-    class Batched(RandomDraws):
-        def __getitems__(self, indices):  # a dataset's own batch fetch would skip the per-item seeds
-            raise AssertionError("the DataLoader fetched past the per-item seeding")
 
     wrapped = ItemSeededDataset(Batched(4, [0, 1, 0, 1]), seed=2)
     assert wrapped.PAD_RULES == {"draw": None} and wrapped.aspect_groups() == [0, 1, 0, 1]
