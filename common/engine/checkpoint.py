@@ -5,8 +5,8 @@ and step files in a `steps/` folder beside them, `steps/{name}-e{epoch:04d}-s{gl
 Every file holds the same `checkpoint_state` dict (common/engine/state.py): `state_dict` (module keys without
 `module.`; loaders accept both), `optimizer`, `scheduler`, `scaler`, `train_state` (with the data position), `rng`
 (one entry per rank), `validation_monitor` (as the original) and `config`. Files are written atomically
-(common/engine/checkpoint_io.py) and read back with `torch.load(weights_only=True)`. `write` and `read` are the only
-places that know the file format.
+(`save_atomic`; temporary-file names and their clean-up in common/engine/checkpoint_io.py) and read back with
+`torch.load(weights_only=True)`. `Checkpointer.write` and `.read` are the only places that know the file format.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import os
 import re
 from collections.abc import Callable
 
+import torch
+
 from common.engine import dist
 from common.engine.checkpoint_io import (
     CheckpointWriteError,
     load_checkpoint,
     remove_stale_temp_files,
-    save_atomic,
+    temp_path,
 )
 from common.engine.resume_check import check_same_experiment
 from common.engine.state import (  # noqa: F401 - unwrap, rng_state, ... are imported from here by older code
@@ -39,6 +41,44 @@ log = logging.getLogger(__name__)
 EPOCH_FILE = re.compile(r"-(\d{4})\.model$")
 STEP_FILE = re.compile(r"-e(\d{4})-s(\d{8,})\.model$")
 STEPS_FOLDER = "steps"
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (a crash of the machine right after it keeps the new file)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse fsync on a folder; the rename is then as durable as they make it
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_atomic(obj: dict, path: str) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+
+    Any failure (a full disk ends inside torch.save as `RuntimeError: ... unexpected pos ...`) removes the
+    temporary file and raises CheckpointWriteError naming `path`; a file already at `path` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        raise CheckpointWriteError(f"{path}: could not be written ({type(err).__name__}: {err}); is the disk "
+                                   f"full? The temporary file {os.path.basename(tmp)} was removed") from err
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    _fsync_folder(folder)
 
 
 def position(path: str) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""Checkpoint files on disk: the atomic write (a temporary file in the same folder, fsync, rename, folder fsync), the
-safe read, and the removal of temporary files that a killed writer left behind.
+"""Checkpoint files on disk besides the atomic write (`common/engine/checkpoint.py::save_atomic`): the names of its
+temporary files, the safe read, and the removal of temporary files that a killed writer left behind.
 
 A temporary file is named `{final name}.tmp-{host}-{pid}`, so a later run can tell whether its writer may still be
 alive. Files of the earlier `{final name}.tmp-{pid}` form count as written on this host.
@@ -32,44 +32,6 @@ def this_host() -> str:
 
 def temp_path(path: str) -> str:
     return f"{path}.tmp-{this_host()}-{os.getpid()}"
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make the rename itself durable (a crash of the machine right after it keeps the new file)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some filesystems refuse fsync on a folder; the rename is then as durable as they make it
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_atomic(obj: dict, path: str) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
-
-    Any failure (a full disk ends inside torch.save as `RuntimeError: ... unexpected pos ...`) removes the
-    temporary file and raises CheckpointWriteError naming `path`; a file already at `path` is untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:
-        raise CheckpointWriteError(f"{path}: could not be written ({type(err).__name__}: {err}); is the disk "
-                                   f"full? The temporary file {os.path.basename(tmp)} was removed") from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    _fsync_folder(folder)
 
 
 def load_checkpoint(path: str) -> dict:
