@@ -126,8 +126,9 @@ def load_trained_weights(task: Task, module: nn.Module, path: str) -> None:
 
 def load_module_for_inference(task: Task, cfg: ConfigNode, ckpt_path: str,
                               device: torch.device | str = "cpu") -> nn.Module:
-    """cfg.MODULE with the checkpoint's weights, on `device`, in eval mode."""
-    module = task.build_module(cfg)
+    """cfg.MODULE with the checkpoint's weights, on `device`, in eval mode (no start-up weights are read: the
+    checkpoint must hold every weight)."""
+    module = task.build_module(cfg, load_pretrained=False)
     load_trained_weights(task, module, ckpt_path)
     return module.to(device).eval()
 

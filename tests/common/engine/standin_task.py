@@ -41,7 +41,7 @@ class StandInModule(nn.Module):
         self.crash_rank = int(os.environ.get("STANDIN_CRASH_RANK", "-1"))
 
     @classmethod
-    def from_config(cls, cfg) -> StandInModule:
+    def from_config(cls, cfg, load_pretrained: bool = True) -> StandInModule:
         return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
 
     def forward(self, batch: dict) -> dict:
