@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions
 
 NUM_CHOICES = 4

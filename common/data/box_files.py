@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic_write import write_json_atomic
 from common.data.boxes import BoxError, check_boxes
-from common.data.image_io import read_json, write_json_atomic
+from common.data.image_io import read_json
 
 PER_BOX_FIELDS = ("boxes", "features", "classes", "attrs")
 INT_FIELDS = ("image_w", "image_h", "num_boxes")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions, Task
 from common.metrics import Metric
 
