@@ -157,6 +157,12 @@ class VCRDataset(Dataset):
         record = self.records[index]
         return record, record.answer_label
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: jsonl file and line, annot_id, image (and the conditioning answer)."""
+        record, answer = self.record_and_answer(index)
+        condition = f", conditioned on answer {answer}" if self.expand_answers else ""
+        return f"{record.where} (image {os.path.join(self.image_root, record.img_fn)}{condition})"
+
     # ---- visual side ----------------------------------------------------------------------------------------
     def load_objects(self, record: VCRRecord) -> tuple[np.ndarray, list, list[int]]:
         """Metadata boxes [K, 5], polygons and the kept object order (all, or relevant ones by first mention)."""

@@ -26,6 +26,9 @@ class StandInDataset(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
+    def describe(self, index: int) -> str:
+        return f"stand-in sample {index}"
+
     def __getitem__(self, index: int) -> dict:
         x = self.x[index].clone()
         if index in self.nan_indices:
