@@ -33,17 +33,24 @@ class Problems(list):
     """A list of problem lines with helpers that never raise.
 
     Per-file checks (`image`, `box_file`, `check`) run at once, or, with `deferred`, are queued in `checks` for
-    `run_checks` (which `check_data` calls, in worker processes when asked).
+    `run_checks` (which `check_data` calls, in worker processes when asked). A file that two config sections name
+    (VAL and TEST reading the same index, say) is read and reported once.
     """
 
     def __init__(self, deferred: bool = False):
         super().__init__()
         self.deferred = deferred
         self.checks: list[FileCheck] = []
+        self._seen: set[str] = set()  # checks queued or run
+        self._parsed: dict[tuple, object] = {}  # annotation file -> what json_file / jsonl_records returned
 
     def check(self, function: Callable[..., list[str]], *args, **kwargs) -> None:
         """Run (or queue) `function(*args, **kwargs) -> problem lines`; the function must be importable."""
         job = FileCheck(function, args, kwargs)
+        signature = repr((function.__module__, function.__qualname__, args, sorted(kwargs.items())))
+        if signature in self._seen:
+            return
+        self._seen.add(signature)
         if self.deferred:
             self.checks.append(job)
         else:
@@ -61,6 +68,12 @@ class Problems(list):
         return False
 
     def json_file(self, path: str, key: str, top_keys: tuple[str, ...] = ()) -> object | None:
+        """A JSON file parsed (once per path), with the `top_keys` of its object; None (reported) otherwise."""
+        if ("json", path, top_keys) not in self._parsed:
+            self._parsed["json", path, top_keys] = self._read_json(path, key, top_keys)
+        return self._parsed["json", path, top_keys]
+
+    def _read_json(self, path: str, key: str, top_keys: tuple[str, ...]) -> object | None:
         if not self.need(path, key):
             return None
         try:
@@ -78,7 +91,12 @@ class Problems(list):
     def jsonl_records(self, path: str, key: str) -> list[tuple[int, object]]:
         """(line number, parsed line) of every non-empty line of a JSON-lines file: every line is read (a broken
         line hours in is what this check is for), each broken line reported (the first MAX_BAD_LINES by number,
-        then a count)."""
+        then a count). A file is read (and reported) once."""
+        if ("jsonl", path) not in self._parsed:
+            self._parsed["jsonl", path] = self._read_jsonl(path, key)
+        return self._parsed["jsonl", path]  # type: ignore[return-value]
+
+    def _read_jsonl(self, path: str, key: str) -> list[tuple[int, object]]:
         if not self.need(path, key):
             return []
         rows, bad = [], 0
