@@ -47,8 +47,8 @@ LoaderBuilder = Callable[[ConfigNode, str, DistEnv], BatchLoader]
 KeyMap = Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
 # (module, cfg, the PARTIAL_PRETRAIN state dict after the prefix changes) -> None
 AfterLoad = Callable[[nn.Module, ConfigNode, Mapping[str, Tensor]], None]
-# (cfg, problems to append to, samples per split, config sections read) -> None
-DataCheck = Callable[[ConfigNode, Problems, int, tuple[str, ...]], None]
+# (cfg, problems to append to, samples per split (None: every file), config sections read) -> None
+DataCheck = Callable[[ConfigNode, Problems, int | None, tuple[str, ...]], None]
 # (predictions, result folder, result name) -> path written
 PredictionWriter = Callable[[Predictions, str, str], str]
 # (cfg, checkpoint path, env) -> the result file written (rank 0), None elsewhere

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions, Task
 from common.metrics import Metric
 
@@ -25,6 +25,9 @@ class StandInDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def describe(self, index: int) -> str:
+        return f"stand-in sample {index}"
 
     def __getitem__(self, index: int) -> dict:
         x = self.x[index].clone()
