@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from common.data.masking import SharedEpoch
 
+T = TypeVar("T")
 ITEM_STREAM = 7  # keeps these seeds apart from the masking streams of `item_rng` for the same (seed, epoch, index)
 
 
@@ -68,15 +70,21 @@ class ItemSeededDataset(Dataset):
         return self._epoch.get()
 
     def __getitem__(self, index: int) -> Any:
-        words = item_seeds(self.seed, self._epoch.get(), int(index))
-        if get_worker_info() is not None:
-            seed_global_generators(words)
-            return self.dataset[index]
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
-            seed_global_generators(words)
-            return self.dataset[index]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
+        return build_seeded(self.seed, self._epoch.get(), int(index), lambda: self.dataset[index])
+
+
+def build_seeded(seed: int, epoch: int, index: int, build: Callable[[], T]) -> T:
+    """`build()` with the global generators seeded from (seed, epoch, index): for good in a DataLoader worker; in the
+    main process restored afterwards, so that building an item never moves the training process's own streams."""
+    words = item_seeds(seed, epoch, index)
+    if get_worker_info() is not None:
+        seed_global_generators(words)
+        return build()
+    saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        seed_global_generators(words)
+        return build()
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        torch.set_rng_state(saved[2])

@@ -8,6 +8,7 @@ those the whole epoch yields from `start_batch` on, item for item and bit for bi
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import random
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from common.config_node import ConfigNode
 from common.data.collate import DictCollate
@@ -123,14 +124,17 @@ def set_epoch(loader: BatchLoader, epoch: int, start_batch: int = 0) -> None:
     """Place `loader` at batch `start_batch` of `epoch` (0: the whole epoch): its sampler's order, its dataset's
     epoch (item seeds, mask seeds) and its workers' seeds, the same after a resume as in an uninterrupted run.
 
-    A loader with its own `set_epoch` (the multi-task loader, streaming loaders) gets `set_epoch(epoch,
-    start_batch)`; a DataLoader whose sampler cannot start part-way into an epoch refuses `start_batch > 0`.
+    A loader with its own `set_epoch` (the multi-task loader) gets `set_epoch(epoch, start_batch)`, and so does the
+    iterable dataset of a streaming DataLoader; a DataLoader whose sampler (or streaming dataset) cannot start
+    part-way into an epoch refuses `start_batch > 0`.
     """
     if callable(getattr(loader, "set_epoch", None)):
         if start_batch:
             loader.set_epoch(epoch, start_batch)
         else:
             loader.set_epoch(epoch)
+        return
+    if _place_stream(loader, epoch, int(start_batch)):
         return
     _place_sampler(loader, epoch, int(start_batch))
     dataset = getattr(loader, "dataset", None)
@@ -139,6 +143,23 @@ def set_epoch(loader: BatchLoader, epoch: int, start_batch: int = 0) -> None:
     generator = getattr(loader, "generator", None)
     if generator is not None and hasattr(loader, "base_seed"):
         generator.manual_seed(loader.base_seed + 7919 * epoch)
+
+
+def _place_stream(loader: DataLoader, epoch: int, start_batch: int) -> bool:
+    """A DataLoader over an iterable dataset of batches (streaming shards) has no sampler to place: the dataset
+    places itself with `set_epoch(epoch, start_batch)`. False for any other loader."""
+    dataset = getattr(loader, "dataset", None)
+    place = getattr(dataset, "set_epoch", None)
+    if not isinstance(dataset, IterableDataset) or not callable(place):
+        return False
+    if not start_batch:
+        place(epoch)
+    elif "start_batch" in inspect.signature(place).parameters:
+        place(epoch, start_batch=start_batch)
+    else:
+        raise ValueError(f"cannot start part-way into an epoch: the streaming dataset ({type(dataset).__name__}) has "
+                         f"no start position (resume from an epoch checkpoint instead)")
+    return True
 
 
 def _place_sampler(loader: DataLoader, epoch: int, start_batch: int) -> None:

@@ -119,3 +119,34 @@ def test_the_item_seeding_wrapper_forwards_attributes_but_not_batch_fetching_and
     first = [b["draw"] for b in DataLoader(wrapped, batch_size=2)]
     again = [b["draw"] for b in DataLoader(pickle.loads(pickle.dumps(wrapped)), batch_size=2)]
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+class CountingStream(torch.utils.data.IterableDataset):
+    """Batches {"index": [epoch * 100 + i]} for i in [start, 4): a streaming dataset that places itself."""
+
+    def __init__(self):
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def __iter__(self):
+        return iter({"index": torch.tensor([self.epoch * 100 + i])} for i in range(self.start, 4))
+
+
+class UnplaceableStream(CountingStream):
+    def set_epoch(self, epoch: int) -> None:  # no start position
+        self.epoch = epoch
+
+
+def test_a_streaming_loader_is_placed_by_its_dataset_or_refuses_to_start_part_way():
+    loader = DataLoader(CountingStream(), batch_size=None)
+    set_epoch(loader, 2, 3)
+    assert [b["index"].item() for b in loader] == [203]
+    set_epoch(loader, 3)  # a whole epoch again: the start is reset
+    assert [b["index"].item() for b in loader] == [300, 301, 302, 303]
+    unplaceable = DataLoader(UnplaceableStream(), batch_size=None)
+    set_epoch(unplaceable, 1)
+    assert [b["index"].item() for b in unplaceable][:1] == [100]
+    with pytest.raises(ValueError, match="UnplaceableStream.* has no start position"):
+        set_epoch(unplaceable, 1, 2)
