@@ -82,12 +82,16 @@ def test_keep_last_zero_keeps_every_step_file_and_epoch_keep_is_separate(tmp_pat
         f"{s:08d}.model" for s in (3, 6, 9, 12, 15, 18, 21)]  # 24 ends the run: the epoch file covers it
 
 
-@pytest.mark.parametrize("workers, accumulate, persistent", [(0, 1, "true"), (2, 2, "true"), (1, 1, "false")])
-def test_resume_from_a_step_file_equals_the_uninterrupted_run(tmp_path, monkeypatch, workers, accumulate, persistent):
+@pytest.mark.parametrize("workers, accumulate, persistent, optimizer", [
+    (0, 1, "true", "AdamW"), (2, 2, "true", "AdamW"), (1, 1, "false", "AdamW"), (0, 1, "true", "SGD"),
+    (0, 1, "true", "Adam")])
+def test_resume_from_a_step_file_equals_the_uninterrupted_run(tmp_path, monkeypatch, workers, accumulate, persistent,
+                                                              optimizer):
     """A folder holding what a run killed after step 9 (epoch 1, batch 1 of 8) leaves: the step file. With loader
-    workers (persistent, the default), augmentation from every global generator and dropout."""
+    workers (persistent, the default), augmentation from every global generator and dropout, for each optimizer."""
     monkeypatch.setenv("STANDIN_AUGMENT", "1")
     common = ["TRAIN.END_EPOCH", "2", "NUM_WORKERS_PER_GPU", str(workers), "TRAIN.PERSISTENT_WORKERS", persistent,
+              "TRAIN.OPTIMIZER", optimizer,
               "TRAIN.GRAD_ACCUMULATE_STEPS",
               str(accumulate), "TRAIN.BATCH_IMAGES", str(4 // accumulate), "NETWORK.VLBERT.hidden_dropout_prob", "0.3",
               "TRAIN.CHECKPOINT_EVERY_STEPS", "1", "TRAIN.KEEP_LAST", "0"]
