@@ -51,6 +51,13 @@ def stack_flops(layers: Iterable[nn.Module], hidden: Tensor) -> float:
     return total
 
 
+def transformer_flops(sequences: int, length: int, hidden: int, ffn: int, layers: int) -> float:
+    """Training FLOPs of a trainable BERT stack on `sequences` x `length` tokens (input needing a gradient): per layer
+    6·B·L·(4h² + 2hf) + 12·B·L²·h, what `stack_flops` counts for a BertEncoder (biases not counted)."""
+    return layers * (6.0 * sequences * length * (4 * hidden * hidden + 2 * hidden * ffn)
+                     + 12.0 * sequences * length * length * hidden)
+
+
 def _module_flops(module: nn.Module, inputs: tuple, output: Tensor) -> float:
     """Training FLOPs of one nn.Linear / nn.Conv2d call, from its output shape."""
     if isinstance(module, nn.Linear):

@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.models import Setting, build, encoder_types, make_batch
-from common.engine.flops import FlopCounter, matmul_rate, peak_flops_per_s, stack_flops
+from common.engine.flops import FlopCounter, matmul_rate, peak_flops_per_s, stack_flops, transformer_flops
 
 TINY = dict(hidden=64, layers=2, heads=4, ffn=128, regions=4)
 
@@ -87,6 +87,7 @@ def test_stack_formula_by_hand():
     hidden = torch.zeros(2, 5, 8, requires_grad=True)
     b, length, h, f = 2, 5, 8, 16
     assert stack_flops(encoder.layer, hidden) == 3 * (6 * b * length * (4 * h * h + 2 * h * f) + 12 * b * length**2 * h)
+    assert transformer_flops(b, length, h, f, 3) == stack_flops(encoder.layer, hidden)
 
 
 def test_peak_probe_leaves_the_global_generator_alone():
