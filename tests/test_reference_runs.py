@@ -86,10 +86,19 @@ def recorded(name: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("name", [n if n in FAST else pytest.param(n, marks=pytest.mark.slow) for n in RECORDER.RUNS])
-def test_a_fresh_run_reproduces_the_recorded_curves(name, workdir):
-    problems = deviations(read_metrics(RECORDER.run_reference(name, workdir)), recorded(name))
+def test_a_fresh_run_reproduces_the_recorded_curves(name, workdir, caplog):
+    with caplog.at_level("INFO"):
+        fresh = read_metrics(RECORDER.run_reference(name, workdir))
+    problems = deviations(fresh, recorded(name))
     assert not problems, (f"reference run {name} moved (re-record with `python scripts/record_reference_runs.py "
                           f"--runs {name}` if the change is meant to move the maths):\n" + "\n".join(problems[:20]))
+    # the toy run's speed lines and records carry MFU, the data-wait share and the rest (TRAIN.PEAK_TFLOPS 1)
+    lines = [r.getMessage() for r in caplog.records if "Speed:" in r.getMessage()]
+    train = [r for r in fresh if r["kind"] == "train"]
+    assert len(lines) == len(train) > 0 and all("MFU: " in ln and "Data-wait: " in ln for ln in lines)
+    for record in train:
+        assert record["flops_per_step"] > 0 and record["mfu"] == pytest.approx(record["tflops"])
+        assert 0 <= record["data_wait"] <= 1 and record["peak_mem_gib"] > 0
 
 
 def test_a_layernorm_epsilon_change_is_caught(workdir, monkeypatch):
