@@ -60,7 +60,7 @@ def draw(runs: dict[str, Series], metrics: Sequence[str] | None = None, layout: 
         names = list(metrics or dict.fromkeys(k for s in runs.values() for k in s if not k.endswith("grad_norm")))
         panels = {name: {label: s[name] for label, s in runs.items() if name in s} for name in names}
     else:
-        panels = {label: {k: v for k, v in s.items() if (k in metrics if metrics else k.endswith("Loss"))}
+        panels = {label: {k: v for k, v in s.items() if (k in metrics if metrics else "Loss" in k.split("/")[-1])}
                   for label, s in runs.items()}
     columns = min(len(panels), 3) or 1
     rows = -(-len(panels) // columns) or 1
