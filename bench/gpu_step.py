@@ -9,7 +9,6 @@ compiled whole. Steps are timed by bench/train_step.py's Runner (AdamW fused, au
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -19,6 +18,7 @@ import torch
 
 from bench import train_step
 from bench.models import Setting
+from common.atomic_write import write_json_atomic, write_text_atomic
 from common.engine.flops import matmul_rate
 from common.engine.gpu_path import compile_layers, set_pad_multiple
 
@@ -84,9 +84,7 @@ def write_results(path: str, text: str) -> None:
     block = f"{MARK_START}\n{text}\n{MARK_END}"
     pattern = re.compile(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), re.DOTALL)
     new = pattern.sub(lambda _: block, old) if pattern.search(old) else old.rstrip("\n") + "\n\n" + block + "\n"
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
+    write_text_atomic(path, new)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     write_results(args.results, text)
     log.info("\n%s\n(written to %s)", text, args.results)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"peaks": peaks, "rows": rows}, f, indent=1)
+        write_json_atomic(args.json, {"peaks": peaks, "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only, no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402 (after the backend choice)
 
+from common.atomic_write import open_atomic  # noqa: E402
 from common.engine.sinks import latest_by_step, read_metrics  # noqa: E402
 
 Series = dict[str, list[tuple[int, float]]]
@@ -94,9 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"plot_runs: {len(paths)} runs need as many distinct labels, got {labels} (--labels)")
     runs = {label: run_series(p) for label, p in zip(labels, paths, strict=True)}
     figure = draw(runs, [m for m in args.metrics.split(",") if m] or None, args.layout)
-    tmp = args.out + ".tmp.png"
-    figure.savefig(tmp, dpi=110)
-    os.replace(tmp, args.out)
+    with open_atomic(args.out, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=110)
     print(f"{args.out}: {len(runs)} run(s)")
 
 

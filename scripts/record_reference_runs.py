@@ -23,6 +23,8 @@ from typing import NamedTuple
 
 import torch
 
+from common.atomic_write import write_text_atomic
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(REPO, "docs", "reference_runs")
 TINY = ["NETWORK.VLBERT.hidden_size", "32", "NETWORK.VLBERT.visual_size", "32", "NETWORK.IMAGE_FINAL_DIM", "32",
@@ -129,9 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         for name in names:
             text = portable(run_reference(name, workdir), workdir)
             target = os.path.join(args.out, f"{name}.jsonl")
-            with open(target + ".tmp", "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(target + ".tmp", target)
+            write_text_atomic(target, text)
             steps = sum(json.loads(line)["kind"] == "train" for line in text.splitlines())
             print(f"{name}: {steps} steps -> {target}")
 

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from common.atomic_write import write_text_atomic
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "cfgs", "README.md")
 MARK_START, MARK_END = "<!-- time_to_train:start -->", "<!-- time_to_train:end -->"
@@ -142,9 +144,7 @@ def write_table(text: str, path: str = README) -> None:
     if MARK_START not in old:
         raise SystemExit(f"{path}: no {MARK_START} ... {MARK_END} block to replace")
     new = re.sub(re.escape(MARK_START) + ".*?" + re.escape(MARK_END), lambda _: block, old, flags=re.DOTALL)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
+    write_text_atomic(path, new)
 
 
 def main(argv: list[str] | None = None) -> None:
