@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 from common.config_node import ConfigNode
 from common.data.collate import DictCollate
 from common.data.item_seeding import ItemSeededDataset
+from common.data.length_buckets import LengthBucketBatchSampler
 from common.data.samplers import GroupedBatchSampler, ShardSampler
 
 if TYPE_CHECKING:  # the engine imports this module; these are for the annotations only
@@ -69,7 +70,11 @@ def make_loader(dataset: Dataset, cfg: ConfigNode, split: str, env: DistEnv | No
     group_ids = dataset.aspect_groups() if hasattr(dataset, "aspect_groups") else None
     kwargs = _loader_kwargs(dataset, cfg, is_train, seed * 1000 + rank)
     seeded = ItemSeededDataset(dataset, seed)
-    if is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
+    if is_train and bool(cfg.TRAIN.LENGTH_BUCKETING):  # observability / GPU path: common/data/length_buckets.py
+        batch_sampler = LengthBucketBatchSampler.for_dataset(dataset, batch_size, world, rank, shuffle, seed,
+                                                             group_ids if bool(cfg.TRAIN.ASPECT_GROUPING) else None)
+        loader = DataLoader(seeded, batch_sampler=batch_sampler, **kwargs)
+    elif is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
         batch_sampler = GroupedBatchSampler(group_ids, batch_size, world, rank, shuffle=shuffle, seed=seed)
         loader = DataLoader(seeded, batch_sampler=batch_sampler, **kwargs)
     else:
@@ -167,6 +172,10 @@ def _place_sampler(loader: DataLoader, epoch: int, start_batch: int) -> None:
     batch_sampler = getattr(loader, "batch_sampler", None)
     if isinstance(batch_sampler, GroupedBatchSampler):
         batch_sampler.set_epoch(epoch, start_batch)
+        return
+    if isinstance(batch_sampler, LengthBucketBatchSampler):  # its next pass starts at `start_batch`
+        batch_sampler.set_epoch(epoch)
+        batch_sampler.skip(start_batch)
         return
     sampler = getattr(loader, "sampler", None)
     if isinstance(sampler, ShardSampler):

@@ -21,7 +21,8 @@ from common.data.preflight import require_data
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
 from common.engine.dist import DistEnv
-from common.engine.log import TrainLogger
+from common.engine.gpu_path import apply_gpu_path
+from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
 from common.engine.state import TrainingParts, TrainState
@@ -212,7 +213,10 @@ def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir:
                           MixedPrecision.from_config(cfg, env.device))
     start_weights(task, parts, checkpointer, resume_from, cfg, env)
     write_run_files(cfg, env, out_dir)
-    logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
-                         total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
+    # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw, and
+    # after the resume check: nothing is written into another experiment's folder
+    logger = build_train_logger(cfg, env, out_dir, log_dir, cfg_name, module, total_batch_size(cfg, env.world_size),
+                                int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
+    apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
     return Run(cfg, env, out_dir, wrap_module(module, cfg, env), train_loader, val_loader, optimizer, parts.schedule,
                parts.amp, checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg), state)

@@ -142,8 +142,9 @@ def train_epoch(run: Run, epoch: int) -> None:
         metric.reset()
     micro: list[dict] = []
     last = epoch_batches(run.train_loader) - 1
-    progress = tqdm(run.train_loader, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False,
-                    initial=start, total=last + 1)
+    batches = run.logger.timed(run.train_loader)  # observability: time spent waiting for data
+    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False, initial=start,
+                    total=last + 1)
     for batch_index, batch in enumerate(progress, start=start):
         micro.append(move_to_device(batch, run.env.device))
         if len(micro) < run.accumulate and batch_index != last:
@@ -154,7 +155,8 @@ def train_epoch(run: Run, epoch: int) -> None:
         if run.logger.due(batch_index // run.accumulate):
             log_train_step(run, epoch, batch_index, stats)
         after_step(run, epoch, epoch_end=batch_index == last)
-    run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics})  # every rank: a collective
+    run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics},  # every rank: a collective
+                               step=run.state.global_step)
 
 
 def validation_due(run: Run, epoch: int) -> bool:
@@ -191,13 +193,8 @@ def after_step(run: Run, epoch: int, epoch_end: bool) -> None:
 
 
 def log_step_validation(run: Run, epoch: int, values: dict[str, float]) -> None:
-    """The in-loop validation line and scalars, by global step (`Step-Val-*`; epoch ends log `Val-*` by epoch)."""
-    if not run.env.is_main:
-        return
-    step = run.state.global_step
-    log.info("Epoch[%d] Step[%d] Validation: %s", epoch, step, "\t".join(f"Val-{k}={v:.6f}" for k, v in values.items()))
-    for name, value in values.items():
-        run.logger.scalar(f"Step-Val-{name}", value, step)
+    """The in-loop validation line and record, by global step (`Step-Val-*`; epoch ends log `Val-*` by epoch)."""
+    run.logger.log_step_val(epoch, run.state.global_step, values)
 
 
 def validate_epoch(run: Run, epoch: int) -> float | None:
@@ -205,7 +202,7 @@ def validate_epoch(run: Run, epoch: int) -> float | None:
     if not validation_due(run, epoch):
         return None
     score, values = validate(run)
-    run.logger.log_val(epoch, values)
+    run.logger.log_val(epoch, values, step=run.state.global_step)
     return score
 
 

@@ -150,3 +150,16 @@ def test_a_streaming_loader_is_placed_by_its_dataset_or_refuses_to_start_part_wa
     assert [b["index"].item() for b in unplaceable][:1] == [100]
     with pytest.raises(ValueError, match="UnplaceableStream.* has no start position"):
         set_epoch(unplaceable, 1, 2)
+
+
+def test_a_length_bucketing_loader_placed_at_batch_k_yields_the_rest_of_its_epoch():
+    from common.data.length_buckets import LengthBucketBatchSampler
+
+    sampler = LengthBucketBatchSampler([3, 9, 1, 7, 5, 2, 8, 6, 4, 10, 11, 12], batch_size=2, seed=3)
+    loader = DataLoader(list(range(12)), batch_sampler=sampler)
+    set_epoch(loader, 2)
+    whole = [b.tolist() for b in loader]
+    set_epoch(loader, 2, 4)
+    assert [b.tolist() for b in loader] == whole[4:] and epoch_batches(loader) == len(whole) == 6
+    set_epoch(loader, 2)  # the next pass is a whole epoch again
+    assert [b.tolist() for b in loader] == whole

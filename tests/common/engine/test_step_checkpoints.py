@@ -140,6 +140,10 @@ def test_in_loop_validation_is_logged_by_step_and_best_is_the_best_of_all(tmp_pa
     lines = [line for line in caplog.text.splitlines() if "Validation" in line]
     steps = [int(line.split("Step[")[1].split("]")[0]) for line in lines if "Step[" in line]
     assert steps == [3, 6, 9, 12, 15]
+    from common.engine.sinks import read_metrics
+
+    records = read_metrics(str(tmp_path / RUN / "metrics.jsonl"), ["step_val"])
+    assert [r["step"] for r in records] == steps and all("NegMSE" in r["metrics"] for r in records)
     assert sum("Epoch[0] Validation" in line or "Epoch[1] Validation" in line for line in lines) == 2
     best = load_checkpoint(str(tmp_path / RUN / "standin-best.model"))["train_state"]
     assert best["global_step"] == state.best_step and best["best_val"] == state.best_val
