@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common.data.box_files import BoxFileError
 from common.data.masking import (
     IGNORE_LABEL,
     WholeWordMasker,
@@ -48,6 +49,40 @@ def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndar
     """Reorder by descending max class probability (background column included, as the original); stable."""
     order = np.argsort(-classes.max(axis=1), kind="stable") if len(classes) else np.arange(0)
     return boxes[order], classes[order], None if features is None else features[order]
+
+
+def detector_regions(record: dict, where: str, num_classes: int | None = None,
+                     precomputed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes [N, 4], classes [N, C], features [N, D] or None) of a box record (what `read_box_file` returns, or
+    the same fields read from a shard), checked and sorted by confidence; errors name `where` (file or shard key).
+
+    With `num_classes` (the MVRC head's width), `classes` must have that many columns; an image without detections
+    keeps targets of that width, so that it trains its caption over the whole-image box alone.
+    """
+    if "classes" not in record:
+        raise BoxFileError(f"{where}: field 'classes' is missing (needed as the MVRC target)")
+    classes = record["classes"]
+    if record["num_boxes"] == 0 and num_classes is not None:
+        classes = np.zeros((0, num_classes), dtype=np.float32)
+    width = classes.shape[1]
+    if num_classes is not None and record["num_boxes"] > 0 and width != num_classes:
+        raise BoxFileError(f"{where}: 'classes' has {width} columns (detector classes, background included) "
+                           f"but NETWORK.VLBERT.visual_region_classes is {num_classes}; set the key to "
+                           f"{width} (data/extract_boxes.py prints it)")
+    if precomputed and "features" not in record:
+        raise BoxFileError(f"{where}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
+    return sort_by_confidence(record["boxes"], classes, record.get("features") if precomputed else None)
+
+
+def raw_caption_sample(regions: tuple, image: Image.Image | None, record: dict, words: list[str],
+                       where: str) -> RawCaptionSample:
+    """The raw sample of `detector_regions` output, the decoded image (None in precomputed mode, where the size
+    comes from the record's `image_w`/`image_h`) and the caption words."""
+    size = image.size if image is not None else (record.get("image_w"), record.get("image_h"))
+    if size[0] is None or size[1] is None:
+        raise BoxFileError(f"{where}: fields 'image_w'/'image_h' are needed in precomputed mode")
+    boxes, classes, features = regions
+    return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features, [str(w) for w in words])
 
 
 def truncate_lengths(num_text: int, num_boxes: int, seq_len: int) -> tuple[int, int]:
