@@ -13,6 +13,26 @@ def add_pretrain_defaults(cfg: ConfigNode) -> None:
     # Text corpus: append following lines until a sample has at least this many words.
     cfg.DATASET.MIN_SEQ_LEN = 0
 
+    # ---- streaming shards (PREPARE_DATA.md, "Conceptual Captions as shards") ----
+    # Where the samples come from: "files" (folders or zips + jsonl, the original layout) or "wds" (webdataset tar
+    # shards written by data/make_shards.py, streamed; conceptual_captions and general_corpus).
+    cfg.DATASET.FORMAT = "files"
+    # FORMAT wds: the shards of each split; brace patterns ('train-{000000..000331}.tar'), several joined by '::';
+    # relative to DATASET_PATH. Local files only.
+    cfg.DATASET.TRAIN_SHARDS = ""
+    cfg.DATASET.VAL_SHARDS = ""
+    cfg.DATASET.TEST_SHARDS = ""
+    # FORMAT wds: samples in one training epoch over all GPUs (defines len(loader) and so the LR schedule);
+    # 0 = the number of samples in TRAIN_SHARDS. Every rank yields ceil(this / (GPUs x BATCH_IMAGES)) batches.
+    cfg.DATASET.SAMPLES_PER_EPOCH = 0
+    # FORMAT wds: samples each loader worker holds to shuffle the stream (training only; <= 1 = no shuffle).
+    cfg.DATASET.SHUFFLE_BUFFER = 1000
+    # FORMAT wds: training draws shards with replacement (true) or reads them in a fresh permutation each epoch.
+    cfg.DATASET.RESAMPLE_SHARDS = True
+    # FORMAT wds: bad samples (undecodable, missing members, cut shards) are skipped with a warning; more than
+    # this share of the samples read stops the run with an error.
+    cfg.DATASET.MAX_BAD_SAMPLE_FRACTION = 0.01
+
     # Masked visual-linguistic modelling mode of the original VCR module; must stay False.
     cfg.NETWORK.FOR_MASK_VL_MODELING_PRETRAIN = False
     # Relationship (caption matches image) loss on the pooled output.

@@ -11,7 +11,7 @@ from common.data.loader import split_batch_size
 from common.data.multitask_loader import MultiTaskDataLoader
 from common.engine.task import Task
 from pretrain.config import add_pretrain_defaults
-from pretrain.datasets import build_pretrain_datasets
+from pretrain.datasets import build_pretrain_datasets, loader_maker
 from pretrain.metrics import build_pretrain_metrics
 from pretrain.module import (
     ResNetVLBERTForAttentionVis,
@@ -51,6 +51,7 @@ def build_pretrain_loader(task: Task, cfg, split: str, env, make_loader) -> Mult
     """Engine hook (`Task.extra["build_loader"]`): one engine loader per DATASET section (its own batch size from
     the per-dataset `BATCH_IMAGES` list), zipped."""
     check_pretrain_config(cfg)
+    make_loader = loader_maker(make_loader)  # shard datasets (DATASET.FORMAT wds) get the streaming loader
     loaders = []
     for k, dataset in enumerate(build_pretrain_datasets(cfg, split)):
         if len(dataset) == 0:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from common.data.box_files import read_box_file
 from common.data.image_io import open_image, path_exists
+from common.data.shards import sections_reading_files
 
 log = logging.getLogger(__name__)
 TASKS = ("vqa", "vcr", "refcoco", "pretrain")
@@ -202,7 +203,7 @@ def check_pretrain(cfg, out: Problems, samples: int, splits: tuple[str, ...] = S
 
     net = cfg.NETWORK
     num_classes = int(net.VLBERT.visual_region_classes) if net.get("WITH_MVRC_LOSS", False) else None
-    for i, ds in enumerate(dataset_sections(cfg)):
+    for i, ds in sections_reading_files(dataset_sections(cfg), splits, out):  # shard sections checked there
         where = f"DATASET[{i}]"
         if ds.DATASET == "general_corpus":
             for split in splits:
