@@ -48,30 +48,30 @@ def expand_shards(pattern: str, base_dir: str = "", key: str = "DATASET.*_SHARDS
     return shards
 
 
-def read_sidecar(shard: str) -> dict | None:
-    """The shard's sidecar record, or None when it is absent, unreadable or does not match the shard's size (a
-    shard rewritten or cut after its sidecar was written)."""
+def read_sidecar(shard: str, check_size: bool = True) -> dict | None:
+    """The shard's sidecar record, or None when it is absent or unreadable, or (`check_size`) does not match the
+    shard's size: a shard cut or rewritten after its record was written is not complete."""
     path = sidecar_path(shard)
     if not os.path.isfile(path):
         return None
     try:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
-        samples, size = int(record["samples"]), int(record["bytes"])
+        record["samples"], record["bytes"] = int(record["samples"]), int(record["bytes"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         log.warning("%s: unreadable shard record, ignored (%s)", path, err)
         return None
-    if not os.path.isfile(shard) or os.path.getsize(shard) != size:
-        found = os.path.getsize(shard) if os.path.isfile(shard) else "no"
-        log.warning("%s: the shard has %s bytes but its record %s says %d (cut or rewritten after it was made)",
-                    shard, found, path, size)
-        return None
-    record["samples"] = samples
+    size = os.path.getsize(shard) if os.path.isfile(shard) else None
+    if size != record["bytes"]:
+        log.warning("%s: %s bytes but its record %s says %d (cut or rewritten after it was made)", shard,
+                    "no file" if size is None else size, path, record["bytes"])
+        if check_size:
+            return None
     return record
 
 
 def count_by_scan(shard: str) -> int:
-    """Samples (distinct keys) in a shard, from its member headers."""
+    """Samples (distinct keys) in a shard, from its member headers; a cut shard counts the samples before the cut."""
     keys = set()
     try:
         with tarfile.open(shard, "r:") as archive:
@@ -80,23 +80,25 @@ def count_by_scan(shard: str) -> int:
                 if member.isreg() and prefix is not None:
                     keys.add(prefix)
     except (OSError, tarfile.TarError, EOFError) as err:
-        raise ShardError(f"shard {shard}: cannot be read as a tar archive ({err})") from err
+        if not keys:
+            raise ShardError(f"shard {shard}: cannot be read as a tar archive ({err})") from err
+        log.warning("shard %s: unreadable after %d samples (%s)", shard, len(keys), err)
     return len(keys)
 
 
 def sample_counts(shards: list[str]) -> list[int]:
-    """Samples per shard: the sidecar's count when it matches the shard, else counted from the member headers."""
+    """Samples per shard: the sidecar's count (what the shard should hold, even when it was cut since), else
+    counted from the member headers."""
     counts, scanned = [], 0
     for shard in shards:
-        record = read_sidecar(shard)
+        record = read_sidecar(shard, check_size=False)
         if record is None:
             counts.append(count_by_scan(shard))
             scanned += 1
         else:
             counts.append(record["samples"])
     if scanned:
-        log.info("counted the samples of %d of %d shards by reading their headers (no matching record)", scanned,
-                 len(shards))
+        log.info("counted the samples of %d of %d shards by reading their headers (no record)", scanned, len(shards))
     return counts
 
 

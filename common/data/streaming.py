@@ -206,7 +206,7 @@ class ShardBatches(IterableDataset):
     def items(self, shard_ids: Iterable[int], counter: SampleCounter, slot: int, shuffle_seed: int | None,
               rank_share: bool = False) -> Iterator[dict]:
         """Built items of the shards `shard_ids`, shuffled through the buffer when `shuffle_seed` is given."""
-        source, epoch = self.samples.source, self.samples.epoch
+        source, epoch, error = self.samples.source, self.samples.epoch, None
         stream = self._prepared(shard_ids, counter, slot, rank_share)
         if shuffle_seed is not None and self.samples.shuffle_buffer > 1:
             buffer = self.samples.shuffle_buffer
@@ -215,13 +215,16 @@ class ShardBatches(IterableDataset):
             try:
                 item = source.build(sample, epoch)
             except Exception as err:  # noqa: BLE001 - a bad sample must not stop a long run; counted and judged
-                error = f"shard {sample.get('__shard__')} key {sample.get('__key__')!r}: {type(err).__name__}: {err}"
+                where = f"shard {sample.get('__shard__')} key {sample.get('__key__')!r}"
+                error = f"{type(err).__name__}: {err}" if where in str(err) else f"{where}: {type(err).__name__}: {err}"
                 counter.add(slot, read=1, bad=1)
                 read, bad = counter.totals()
                 log.warning("bad sample skipped (%d of %d read so far): %s", bad, read, error)
                 self._judge(counter, error)
                 continue
             counter.add(slot, read=1)
+            if error is not None:  # judged on every read after a bad one: the share may pass the limit later
+                self._judge(counter, error)
             yield item
 
     def __iter__(self) -> Iterator[dict]:
