@@ -3,8 +3,8 @@ with --image-set, of the pre-training loader on real-size images read from folde
 
 Usage: `python bench/data_pipeline.py [--tasks vqa,refcoco] [--workers 2] [--batches 20]` (after `make toy`).
 A task whose plug-in, config or data files are missing is skipped with the reason.
-`python bench/data_pipeline.py --image-set /tmp/cc_bench [--worker-counts 0,1,2] [--batches 60]` times the
-Conceptual Captions loader (end to end and precomputed) on the set `bench/make_image_set.py` writes.
+`python bench/data_pipeline.py --image-set /tmp/cc_bench [--worker-counts 0,1,2] [--batches 50] [--rounds 3]` times
+the Conceptual Captions loader (end to end and precomputed) on the set `bench/make_image_set.py` writes.
 """
 import argparse
 import importlib
@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--worker-counts", default="0,1,2", help="--image-set: loader workers to time")
     p.add_argument("--modes", default="e2e,prec", help="--image-set: end to end (images) and/or precomputed")
     p.add_argument("--batch-size", type=int, default=8, help="--image-set: samples per batch")
+    p.add_argument("--formats", default="folders,zips,shards", help="--image-set: formats, in the order timed")
+    p.add_argument("--warmup", type=int, default=20, help="--image-set: batches read before timing")
+    p.add_argument("--rounds", type=int, default=3, help="--image-set: rounds over the formats (median reported)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every task")
     return p.parse_args(argv)
 
@@ -70,18 +73,47 @@ def image_set_loader(root: str, fmt: str, workers: int, args: argparse.Namespace
                                      batch_size=args.batch_size)
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its live children (the loader workers)."""
+    import psutil
+
+    me = psutil.Process()
+    return sum(sum(p.cpu_times()[:2]) for p in [me, *me.children(recursive=True)])
+
+
+def time_image_loader(loader, batches: int, warmup: int) -> tuple[float, float]:
+    """(samples per wall second, samples per CPU second of the process and its workers) over `batches` after
+    `warmup` batches. The CPU rate is the cost of a sample, whatever else the machine runs."""
+    iterator = iter(loader)
+    for _ in range(warmup + 1):
+        next(iterator)
+    samples, wall, cpu = 0, time.perf_counter(), cpu_seconds()
+    for _ in range(batches):
+        samples += batch_size_of(next(iterator))
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    return samples / wall, samples / max(cpu, 1e-9)
+
+
 def time_image_set(args: argparse.Namespace) -> None:
-    """Loader samples/s per mode (e2e, prec), format (folders, zips, shards) and worker count, as a table."""
-    lines = ["| mode | format | workers | first batch s | samples/s |", "|---|---|---|---|---|"]
+    """Median samples/s (wall and per CPU second) over `--rounds` rounds that take the formats in turn, per mode
+    (e2e, prec) and worker count, as a table: taking turns spreads the machine's load drift over the formats."""
+    import statistics
+
+    lines = ["| mode | workers | format | samples/s (wall) | samples per CPU s |", "|---|---|---|---|---|"]
     for mode in args.modes.split(","):
         root = os.path.join(args.image_set, mode)
-        for fmt in ("folders", "zips", "shards"):
-            for workers in (int(w) for w in args.worker_counts.split(",")):
-                loader = image_set_loader(root, fmt, workers, args)
-                first_s, rate, _ = time_loader(loader, args.batches)
-                del loader  # its workers end before the next configuration is timed
-                lines.append(f"| {mode} | {fmt} | {workers} | {first_s:.2f} | {rate:.1f} |")
-                log.info("%s", lines[-1])
+        for workers in (int(w) for w in args.worker_counts.split(",")):
+            rates: dict[str, list[tuple[float, float]]] = {fmt: [] for fmt in args.formats.split(",")}
+            for _ in range(args.rounds):
+                for fmt in rates:
+                    loader = image_set_loader(root, fmt, workers, args)
+                    rates[fmt].append(time_image_loader(loader, args.batches, args.warmup))
+                    del loader  # its workers end before the next configuration is timed
+                    log.info("%s %s %d workers: %.1f samples/s, %.1f per CPU s", mode, fmt, workers,
+                             *rates[fmt][-1])
+            for fmt, got in rates.items():
+                wall, cpu = (statistics.median(r[i] for r in got) for i in (0, 1))
+                lines.append(f"| {mode} | {workers} | {fmt} | {wall:.1f} | {cpu:.1f} |")
     log.info("\n%s", "\n".join(lines))
 
 

@@ -182,8 +182,8 @@ def report(summary: dict, manifest: dict | None, args: argparse.Namespace) -> No
         print(f"  FAILED {shard_path(args.out, args.prefix, number)}: {error}")
     if manifest is not None:
         print(f"all {manifest['shards']} shards complete: {manifest['samples']} samples, {manifest['bytes'] / 1e9:.2f}"
-              f" GB, {len(manifest['skipped'])} skipped in total; use DATASET.FORMAT: wds, DATASET.DATASET_PATH: "
-              f"{args.out}, DATASET.TRAIN_SHARDS: '{manifest['pattern']}' (or VAL_SHARDS)")
+              f" GB, {len(manifest['skipped'])} skipped in total; in the config's dataset section: FORMAT: wds, "
+              f"DATASET_PATH: {args.out}, TRAIN_SHARDS (or VAL_SHARDS): '{manifest['pattern']}'")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

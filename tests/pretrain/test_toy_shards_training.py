@@ -84,3 +84,33 @@ def test_two_process_toy_pretraining_on_shards(toy_shards, vocab_only_bert_dir, 
     assert saved, log[-2000:]
     state = torch.load(saved[0], map_location="cpu", weights_only=False)
     assert state["train_state"]["global_step"] == 5  # ceil(40 / (2 ranks x 4)) batches on each rank
+
+
+def test_prepare_data_commands_make_the_shards_the_toy_config_names(small_world_root, tmp_path):
+    """The make_shards commands of PREPARE_DATA.md ("The toy world as shards") write exactly the shards that
+    cfgs/pretrain/toy_shards_cpu.yaml lists, for the small toy world."""
+    import shlex
+
+    from common.config import dataset_sections, load_config
+    from common.data.shards import expand_shards
+    from data.make_shards import main
+    from pretrain.config import add_pretrain_defaults
+
+    text = (ROOT / "PREPARE_DATA.md").read_text()
+    block = text[text.index("### The toy world as shards"):]
+    commands = [line for line in block.split("```")[1].splitlines() if line.startswith("python data/make_shards.py")]
+    assert len(commands) == 4
+    toy = str(tmp_path / "toy")
+    shutil.copytree(small_world_root, toy)
+    for command in commands:
+        args = shlex.split(command.replace("data/toy", toy))[2:]
+        assert main(args) == 0
+    cfg = load_config(str(ROOT / CFG), ["DATASET.0.DATASET_PATH", f"{toy}/shards", "DATASET.1.DATASET_PATH",
+                                        f"{toy}/shards"], add_task_defaults=add_pretrain_defaults)
+    named = set()
+    for section in dataset_sections(cfg):
+        for split in ("TRAIN", "VAL", "TEST"):
+            shards = expand_shards(section[f"{split}_SHARDS"], section.DATASET_PATH)
+            assert all(os.path.isfile(s) for s in shards), shards
+            named |= {os.path.basename(s) for s in shards}
+    assert named == {n for n in os.listdir(f"{toy}/shards") if n.endswith(".tar")}
