@@ -70,7 +70,7 @@ def measure(kind: str, path: str, reads: int, workers: int) -> dict:
     """Build the index of `kind`, read through `workers` forked workers; per-worker memory in MiB."""
     start = time.perf_counter()
     if kind == "packed":
-        from pretrain.datasets.conceptual_captions import read_caption_index
+        from common.data.captions import read_caption_index
 
         records = read_caption_index(path)
     else:

@@ -48,7 +48,7 @@ class Setting:
         return self.text_len + self.boxes + 1
 
 
-def vqa_config(setting: Setting, channels_last: bool = False):
+def vqa_config(setting: Setting, channels_last: bool = False, onednn_linear: bool = True):
     """The released VQA base config, resized to `setting`, random init (no BERT, no ResNet weights)."""
     from common.config import load_config
     from vqa.config import add_vqa_defaults
@@ -63,6 +63,7 @@ def vqa_config(setting: Setting, channels_last: bool = False):
         "NETWORK.VLBERT.num_attention_heads", str(setting.heads),
         "NETWORK.VLBERT.intermediate_size", str(setting.ffn),
         "NETWORK.IMAGE_CHANNELS_LAST", str(channels_last).lower(),
+        "NETWORK.CPU_ONEDNN_LINEAR", str(onednn_linear).lower(),
     ]
     return load_config(VQA_YAML, overrides, add_task_defaults=add_vqa_defaults)
 
@@ -89,11 +90,11 @@ class OursVQA(VLBertTaskModule):
         self.final_mlp = answer_head(cfg.NETWORK.VLBERT.hidden_size)
 
     def forward(self, batch: dict) -> Tensor:
-        obj_reps, box_mask, _ = self.encode_regions(batch)
+        regions = self.encode_regions(batch)
         ids = batch["text_ids"]
-        text_visual = obj_reps[:, :1].expand(-1, ids.shape[1], -1)  # every tag is 0: the whole-image box
-        encoded, _ = self.vlbert(ids, batch["text_types"], text_visual, ids > 0, self.object_inputs(obj_reps),
-                                 box_mask, output_all_encoded_layers=False)
+        text_visual = regions.obj_reps[:, :1].expand(-1, ids.shape[1], -1)  # every tag is 0: the whole-image box
+        encoded = self.vlbert(ids, batch["text_types"], text_visual, ids > 0, self.object_inputs(regions.obj_reps),
+                              regions.box_mask, output_all_encoded_layers=False).encoded
         mask_state = encoded[torch.arange(ids.shape[0], device=ids.device), batch["mask_pos"]]
         return answer_loss(self.final_mlp(mask_state), batch["label"])
 
@@ -156,9 +157,10 @@ def make_batch(setting: Setting, device: torch.device, seed: int = 0) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def build(which: str, setting: Setting, channels_last: bool = False) -> nn.Module:
-    cfg = vqa_config(setting, channels_last)
-    return OursVQA(cfg) if which == "ours" else PeerVQA(setting, cfg)
+def build(which: str, setting: Setting, channels_last: bool = False, onednn_linear: bool = True) -> nn.Module:
+    """`ours` is built as a training run builds it (`from_config`: with the oneDNN module swap unless switched off)."""
+    cfg = vqa_config(setting, channels_last, onednn_linear)
+    return OursVQA.from_config(cfg, load_pretrained=False) if which == "ours" else PeerVQA(setting, cfg)
 
 
 def encoder_flops(setting: Setting) -> float:
@@ -198,19 +200,19 @@ def model_flops(model: nn.Module, batch: dict, encoder_prefix: str, setting: Set
 def matmul_rate(device: torch.device, dtype: torch.dtype, sizes=None, repeats: int = 5,
                 clock: str = "wall") -> dict[str, float]:
     """Best FLOP/s (2n³ per product) of square matmuls over `sizes` and `repeats`, per available kernel:
-    `torch.mm` (MKL / cuBLAS) and, for float32 on CPU, oneDNN (the kernel `common.model.fast_linear` uses).
+    `torch.mm` (MKL / cuBLAS) and, for float32 on CPU, oneDNN (the kernel `common.model.onednn_linear` uses).
     clock "cpu" times by process CPU time / torch threads (as the training step with --clock cpu)."""
     import time
 
     threads = torch.get_num_threads()
     timer = time.perf_counter if clock == "wall" else (lambda: time.process_time() / threads)
 
-    from common.model.fast_linear import _onednn_mm, onednn_linear_available
+    from common.model.onednn_linear import onednn_linear_available, onednn_mm
 
     sizes = sizes or ((2048, 4096, 8192) if device.type == "cuda" else (2048, 4096))
     kernels = {"torch.mm": lambda a, b: torch.mm(a, b.t())}
     if device.type == "cpu" and dtype == torch.float32 and onednn_linear_available():
-        kernels["oneDNN"] = lambda a, b: _onednn_mm(a, b, None)
+        kernels["oneDNN"] = lambda a, b: onednn_mm(a, b, None)
     rates = {}
     for name, kernel in kernels.items():
         best = 0.0

@@ -14,6 +14,7 @@ import time
 import torch
 
 from bench.models import Setting, build, make_batch, matmul_rate, model_flops
+from common.atomic_write import write_json_atomic
 
 log = logging.getLogger("bench.train_step")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="AdamW flavour: auto = fused (one pass per tensor, CPU and CUDA); original = OriginalAdamW")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (TRAIN.COMPILE)")
     p.add_argument("--channels-last", action="store_true", help="ResNet in channels-last memory format")
+    p.add_argument("--no-onednn-linear", action="store_true", help="NETWORK.CPU_ONEDNN_LINEAR false for ours")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="step time: wall clock, or process CPU time / threads (CPU only; for a machine shared with "
                         "other jobs, together with OMP_WAIT_POLICY=PASSIVE)")
@@ -82,7 +84,8 @@ class Runner:
         self.device = device = torch.device(args.device)
         self.which, self.setting = which, setting
         torch.manual_seed(0)
-        self.model = build(which, setting, channels_last=args.channels_last).to(device).train()
+        self.model = build(which, setting, channels_last=args.channels_last,
+                           onednn_linear=not args.no_onednn_linear).to(device).train()
         self.batch = make_batch(setting, device)
         self.flops = model_flops(self.model, self.batch, ENCODER_PREFIX[which], setting)
         self.optimizer = make_optimizer(self.model, args.optimizer, device)
@@ -211,8 +214,7 @@ def main(argv=None) -> None:
     log.info("\nmatmul rate %.1f GFLOP/s (%s, best kernel); %s clock; MFU = model FLOPs per step / step time / "
              "matmul rate\n%s", peak_rate / 1e9, args.dtype, args.clock, table)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"matmul_flops_per_s": rates, "args": vars(args), "results": results}, f, indent=1)
+        write_json_atomic(args.json, {"matmul_flops_per_s": rates, "args": vars(args), "results": results}, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,33 +1,51 @@
 """Experiment configs: shared defaults + task defaults + YAML + `KEY VALUE` overrides, checked and frozen.
 
-Keys and meanings are the original VL-BERT's (docs/CONFIG.md lists them all).
+Keys and meanings are the original VL-BERT's (docs/CONFIG.md lists them all): shared keys in
+`common/config_defaults.py`, each task's own in `<task>/config.py`, the original's keys that have no effect in
+`common/config_no_effect.py` (accepted, with one warning per load that sets any).
 """
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common.atomic_write import write_text_atomic
 from common.config_defaults import common_defaults
+from common.config_no_effect import (
+    NO_EFFECT_KEYS,
+    accept_no_effect_keys,
+    add_every_task_keys,
+    check_set,
+    no_effect_keys,
+    no_effect_keys_set,
+    warning_text,
+    without_defaults,
+)
 from common.config_node import (
+    AddDefaults,
     ConfigError,
     ConfigNode,
-    Parser,
+    ConfigValue,
     dotted_keys,
     merge_mapping,
     merge_value,
-    to_float,
-    type_error,
     unknown_key_error,
 )
+from common.config_parsers import SPLITS, parsers_for
+from common.yaml_io import YAMLContentError, load_yaml_file, load_yaml_text
 
 __all__ = [
+    "NO_EFFECT_KEYS",
+    "AddDefaults",
     "ConfigError",
     "ConfigNode",
+    "ConfigValue",
+    "accept_no_effect_keys",
     "allow_dataset_list",
     "cfg_name",
     "check_consistency",
@@ -37,29 +55,34 @@ __all__ = [
     "load_config",
     "merge_overrides",
     "merge_yaml",
+    "no_effect_keys",
 ]
+
+log = logging.getLogger(__name__)
 
 LR_SCHEDULES = ("step", "triangle", "plateau")
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 WARMUP_METHODS = ("linear", "constant")
-SPLITS = ("TRAIN", "VAL", "TEST")
 
 
-def get_default_config(add_task_defaults: Callable[[ConfigNode], None] | None = None) -> ConfigNode:
-    """Shared defaults plus the task's, mutable (no YAML)."""
+def get_default_config(add_task_defaults: AddDefaults | None = None) -> ConfigNode:
+    """Shared defaults, the task's, and the no-effect keys the task accepts; mutable (no YAML)."""
     cfg = common_defaults()
     if add_task_defaults is not None:
         add_task_defaults(cfg)
+    add_every_task_keys(cfg)
+    if cfg.__dict__.get("_dataset_list", False):
+        cfg._dataset_template = cfg.DATASET.clone()
     return cfg
 
 
 def allow_dataset_list(cfg: ConfigNode) -> None:
     """Let the YAML give DATASET as a list of sections (pretraining's multi-dataset configs).
 
-    Each entry is filled from the DATASET defaults as they stand when this is called. Call it from
-    `add_<task>_defaults` after the task's DATASET keys are added.
+    Each entry is filled from the complete DATASET defaults (shared, task and no-effect keys). Call it from
+    `add_<task>_defaults`.
     """
-    cfg._dataset_template = cfg.DATASET.clone()
+    cfg._dataset_list = True
 
 
 def dataset_sections(cfg: ConfigNode) -> list[ConfigNode]:
@@ -67,133 +90,62 @@ def dataset_sections(cfg: ConfigNode) -> list[ConfigNode]:
     return list(cfg.DATASET) if isinstance(cfg.DATASET, (list, tuple)) else [cfg.DATASET]
 
 
-# ----- parsers for the original's quirks --------------------------------------------------------------------
-def _parse_lr_step(value: Any, source: str, dotted: str) -> tuple[float, ...]:
-    """"14,18" (the original's form) or a list of numbers -> (14.0, 18.0)."""
-    if isinstance(value, str):
-        parts = [part.strip() for part in value.split(",") if part.strip()]
-        try:
-            return tuple(float(part) for part in parts)
-        except ValueError:
-            raise type_error(source, dotted, 'comma-separated epochs like "14,18"', value) from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return (float(value),)
-    if isinstance(value, (list, tuple)):
-        return tuple(to_float(item, source, dotted) for item in value)
-    raise type_error(source, dotted, 'comma-separated epochs like "14,18"', value)
-
-
-def _parse_loss_loggers(value: Any, source: str, dotted: str) -> list[tuple[str, str]]:
-    """["name,Display", ...] (the original's form) or [[name, Display], ...] -> [(name, Display), ...]."""
-    expected = 'a list of "output_name,DisplayName" strings'
-    if not isinstance(value, (list, tuple)):
-        raise type_error(source, dotted, expected, value)
-    loggers = []
-    for item in value:
-        pair = [part.strip() for part in item.split(",")] if isinstance(item, str) else item
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
-            raise type_error(source, dotted, expected, item)
-        loggers.append((pair[0], pair[1]))
-    return loggers
-
-
-def _parse_loss_scale(value: Any, source: str, dotted: str) -> float | str:
-    if value == "dynamic":
-        return value
-    try:
-        return to_float(value, source, dotted)
-    except ConfigError:
-        raise type_error(source, dotted, 'a number or "dynamic"', value) from None
-
-
-def _parse_batch_images(value: Any, source: str, dotted: str) -> int | list[int]:
-    """An int, or a list of ints (one per dataset when DATASET is a list)."""
-    items = value if isinstance(value, (list, tuple)) else [value]
-    if not items or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
-        raise type_error(source, dotted, "an int or a list of ints", value)
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _dataset_parser(template: ConfigNode, parsers: Mapping[str, Parser], cfg: ConfigNode) -> Parser:
-    """DATASET as a section (merged onto the current one) or a list of sections (each from the template)."""
-
-    def parse(value: Any, source: str, dotted: str) -> Any:
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise type_error(source, dotted, "a section or a non-empty list of sections", value)
-            entries = []
-            for i, entry in enumerate(value):
-                node = template.clone()
-                merge_mapping(node, entry, source, f"{dotted}[{i}].", parsers, "DATASET.")
-                entries.append(node)
-            return entries
-        current = cfg.DATASET if isinstance(cfg.DATASET, ConfigNode) else template.clone()
-        merge_mapping(current, value, source, dotted + ".", parsers, "DATASET.")
-        return current
-
-    return parse
-
-
-def _parsers(cfg: ConfigNode) -> dict[str, Parser]:
-    parsers: dict[str, Parser] = {
-        "TRAIN.LR_STEP": _parse_lr_step,
-        "TRAIN.LOSS_LOGGERS": _parse_loss_loggers,
-        "TRAIN.FP16_LOSS_SCALE": _parse_loss_scale,
-        **{f"{split}.BATCH_IMAGES": _parse_batch_images for split in SPLITS},
-    }
-    template = cfg.__dict__.get("_dataset_template")
-    if template is not None:
-        parsers["DATASET"] = _dataset_parser(template, parsers, cfg)
-    return parsers
-
-
 # ----- merging ----------------------------------------------------------------------------------------------
-def merge_yaml(cfg: ConfigNode, yaml_path: str | os.PathLike) -> None:
-    """Merge a YAML file onto cfg in place; errors name the file."""
+def merge_yaml(cfg: ConfigNode, yaml_path: str | os.PathLike[str]) -> list[str]:
+    """Merge a YAML file onto cfg in place; errors name the file. Returns the no-effect keys it set."""
     source = str(yaml_path)
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        data = load_yaml_file(yaml_path)
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
+    except YAMLContentError as err:  # the message names the file already
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {err}") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping of config keys at the top level, found {type(data).__name__}")
-    merge_mapping(cfg, data, source, "", _parsers(cfg))
+    merge_mapping(cfg, data, source, "", parsers_for(cfg))
+    return no_effect_keys_set(cfg, data, source)
 
 
-def merge_overrides(cfg: ConfigNode, overrides: Sequence[str], source: str = "command line") -> None:
+def merge_overrides(cfg: ConfigNode, overrides: Sequence[str] | str, source: str = "command line") -> list[str]:
     """Merge `KEY VALUE` pairs (["TRAIN.LR", "0.1", ...]); values are read as YAML, then type-checked.
 
     A numeric path part indexes a list, e.g. "DATASET.1.SEQ_LEN 32" for a list DATASET. A single string
-    is split on whitespace ("TRAIN.LR 0.1 TRAIN.END_EPOCH 2").
+    is split on whitespace ("TRAIN.LR 0.1 TRAIN.END_EPOCH 2"). Returns the no-effect keys it set.
     """
     if isinstance(overrides, str):
         overrides = overrides.split()
     if len(overrides) % 2:
         raise ConfigError(f"{source}: overrides must be KEY VALUE pairs, got an odd count: {list(overrides)}")
-    parsers = _parsers(cfg)
+    parsers = parsers_for(cfg)
+    ignored = []
     for key, text in zip(overrides[0::2], overrides[1::2], strict=True):
         parent, last, schema_key = _locate(cfg, key, source)
-        value = _read_value(text)
+        value = _read_value(text, f"{source} value of {key}")
         parent[last] = merge_value(parent[last], value, source, key, schema_key, parsers)
+        if check_set(cfg, schema_key, key, value, source):
+            ignored.append(key)
+    return ignored
 
 
-def _read_value(text: Any) -> Any:
+def _read_value(text: Any, source: str) -> Any:
+    """A command-line value read as YAML (text that is not YAML stays a string; a refused document is an error)."""
     if not isinstance(text, str):
         return text
     if text == "":
         return ""
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text, source)
+    except YAMLContentError as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError:
         return text
 
 
-def _locate(cfg: ConfigNode, key: str, source: str) -> tuple[Any, Any, str]:
+def _locate(cfg: ConfigNode, key: str, source: str) -> tuple[ConfigNode | list[Any], str | int, str]:
     """(container, last key or index, schema key) for a dotted override key."""
     parts = key.split(".")
     node: Any = cfg
@@ -273,34 +225,34 @@ def _require(condition: bool, message: str) -> None:
 
 # ----- entry points -----------------------------------------------------------------------------------------
 def load_config(
-    yaml_path: str | os.PathLike,
-    overrides: Sequence[str] = (),
-    add_task_defaults: Callable[[ConfigNode], None] | None = None,
+    yaml_path: str | os.PathLike[str],
+    overrides: Sequence[str] | str = (),
+    add_task_defaults: AddDefaults | None = None,
 ) -> ConfigNode:
-    """Shared defaults -> task defaults -> YAML -> `KEY VALUE` overrides -> checks -> frozen ConfigNode."""
+    """Shared defaults -> task defaults -> YAML -> `KEY VALUE` overrides -> checks -> frozen ConfigNode.
+
+    Logs one warning listing the keys of `NO_EFFECT_KEYS` that the YAML or the overrides set.
+    """
     cfg = get_default_config(add_task_defaults)
-    merge_yaml(cfg, yaml_path)
-    merge_overrides(cfg, overrides if isinstance(overrides, str) else list(overrides))
+    ignored = merge_yaml(cfg, yaml_path)
+    ignored += [f"{key} (command line)" for key in
+                merge_overrides(cfg, overrides if isinstance(overrides, str) else list(overrides))]
     check_consistency(cfg)
+    if ignored:
+        log.warning(warning_text(str(yaml_path), ignored))
     return cfg.freeze()
 
 
-def dump_config(cfg: ConfigNode, path: str | os.PathLike) -> None:
-    """Write cfg as YAML (plain types; loads back with load_config), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def dump_config(cfg: ConfigNode, path: str | os.PathLike[str]) -> None:
+    """Write cfg as YAML (plain types; loads back with load_config to an equal config), atomically.
+
+    No-effect keys are written only where they differ from their default, so that loading the dump warns about
+    exactly the ones the experiment set.
+    """
+    text = yaml.safe_dump(without_defaults(cfg, cfg.to_dict()), sort_keys=False, default_flow_style=False)
+    write_text_atomic(path, text)
 
 
-def cfg_name(yaml_path: str | os.PathLike) -> str:
+def cfg_name(yaml_path: str | os.PathLike[str]) -> str:
     """The config's file stem ("base_q2a_4x16G_fp32"), used for output folders."""
     return Path(yaml_path).stem

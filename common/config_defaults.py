@@ -1,6 +1,8 @@
 """Default values of the keys every task shares, one comment per key (the original's names and meanings).
 
-Task-specific keys are added by `<task>/config.py::add_<task>_defaults`; see docs/CONFIG.md for the full list.
+A key is here when shared code reads it or several tasks do; a key one task reads is added by that task's
+`<task>/config.py::add_<task>_defaults`, and the original's keys that nothing reads are in
+`common/config_no_effect.py`. docs/CONFIG.md lists all three.
 """
 from common.config_node import ConfigNode
 
@@ -13,8 +15,6 @@ _C.RNG_SEED = -1
 _C.OUTPUT_PATH = ""
 # Name of the module class in the task's `modules` table (e.g. "ResNetVLBERT").
 _C.MODULE = ""
-# Comma-separated GPU ids for single-process runs; under torchrun the world size decides instead.
-_C.GPUS = ""
 # Log training speed and metrics every this many batches.
 _C.LOG_FREQUENT = 50
 # Validate every this many epochs (the original ignored it and validated every epoch).
@@ -34,18 +34,8 @@ _C.SCALES = ()
 _C.DATASET = ConfigNode()
 # Dataset name (e.g. "vcr", "vqa", "refcoco+", "conceptual_captions", "general_corpus", "coco_captions").
 _C.DATASET.DATASET = ""
-# Position of the label in the original tuple batches; no effect (batches are dicts); accepted for compatibility.
-_C.DATASET.LABEL_INDEX_IN_BATCH = -1
-# Add the sample index to each item; no effect (every item carries "index"); accepted for compatibility.
-_C.DATASET.APPEND_INDEX = False
-# VCR sub-task: "Q2A", "QA2R" or "Q2AR" (outside VCR it only appears in test-output file names).
-_C.DATASET.TASK = "Q2AR"
-# VCR: compute word alignment between question and answers (the model never used it).
-_C.DATASET.BASIC_ALIGN = False
 # Folder holding the dataset files (annotations, images, features).
 _C.DATASET.DATASET_PATH = ""
-# Root folder for caches (e.g. {ROOT_PATH}/cache).
-_C.DATASET.ROOT_PATH = ""
 # Image set / split name used for training (several may be joined with "+", e.g. "train2014+val2014").
 _C.DATASET.TRAIN_IMAGE_SET = ""
 # Image set / split name used for validation.
@@ -58,37 +48,22 @@ _C.DATASET.TRAIN_ANNOTATION_FILE = ""
 _C.DATASET.VAL_ANNOTATION_FILE = ""
 # Test annotation file.
 _C.DATASET.TEST_ANNOTATION_FILE = ""
-# VCR: keep only the detections mentioned in the question/answers.
-_C.DATASET.ONLY_USE_RELEVANT_DETS = True
 # Prepend the whole-image box [0, 0, w-1, h-1] as object 0.
 _C.DATASET.ADD_IMAGE_AS_A_BOX = True
 # Read images and features from zip archives ("file.zip@/member").
 _C.DATASET.ZIP_MODE = False
-# Keep decoded images in memory (unsupported in the original; must stay False).
-_C.DATASET.CACHE_MODE = False
-# Rebuild the annotation cache instead of reading the pickle cache.
-_C.DATASET.IGNORE_DB_CACHE = True
-# VCR: side of the rasterised object masks, in pixels.
-_C.DATASET.MASK_SIZE = 14
-# VCR QA2R: drop the question from the query.
-_C.DATASET.QA2R_NOQ = False
-# VCR QA2R: train with all four answers as queries (unsupported in the original; must stay False).
-_C.DATASET.QA2R_AUG = False
-# Replace an image that fails to load by a zero image and log it, instead of stopping.
+# Replace an image that fails to load by a black image of the annotated size and log the file, instead of stopping
+# (every task that reads images; docs/GUARANTEES.md).
 _C.DATASET.SKIP_UNREADABLE_IMAGES = False
 
 # ----- NETWORK --------------------------------------------------------------------------------------------
 _C.NETWORK = ConfigNode()
-# Ablation: the text sees no objects (object mask zeroed) and the visual scales are frozen.
-_C.NETWORK.BLIND = False
 # Ablation: text tokens get no object grounding (tags / visual features zeroed).
 _C.NETWORK.NO_GROUNDING = False
 # Checkpoint to initialise from (a VL-BERT checkpoint for fine-tuning); "" for none.
 _C.NETWORK.PARTIAL_PRETRAIN = ""
 # Rules "old->new" renaming checkpoint key prefixes; the first matching rule applies.
 _C.NETWORK.PARTIAL_PRETRAIN_PREFIX_CHANGES = []
-# Text tokens do not attend to objects (object mask zeroed).
-_C.NETWORK.NO_OBJ_ATTENTION = False
 # Use precomputed bottom-up box features instead of running the ResNet.
 _C.NETWORK.IMAGE_FEAT_PRECOMPUTED = False
 # ResNet depth (50, 101 or 152).
@@ -115,7 +90,7 @@ _C.NETWORK.IMAGE_CHANNELS_LAST = False
 _C.NETWORK.IMAGE_FINAL_DIM = 512
 # Add a class-label embedding to the object representation (VCR's 81 COCO classes).
 _C.NETWORK.IMAGE_SEMANTIC = False
-# Also output the C5 feature map.
+# Also output the C5 feature map; only false is supported (the original option never worked).
 _C.NETWORK.OUTPUT_CONV5 = False
 # BERT model folder (config + weights + vocab), e.g. ./model/pretrained_model/bert-base-uncased.
 _C.NETWORK.BERT_MODEL_NAME = "bert-base-uncased"
@@ -123,32 +98,14 @@ _C.NETWORK.BERT_MODEL_NAME = "bert-base-uncased"
 _C.NETWORK.BERT_PRETRAINED = ""
 # Epoch number in the BERT_PRETRAINED file name.
 _C.NETWORK.BERT_PRETRAINED_EPOCH = 0
-# Freeze BERT; no effect; accepted for compatibility.
-_C.NETWORK.BERT_FROZEN = True
-# Align question wordpieces; no effect; accepted for compatibility.
-_C.NETWORK.BERT_ALIGN_QUESTION = True
-# Align answer wordpieces; no effect; accepted for compatibility.
-_C.NETWORK.BERT_ALIGN_ANSWER = True
-# BERT layer to read features from; no effect; accepted for compatibility.
-_C.NETWORK.BERT_USE_LAYER = -2
-# Next-sentence loss on BERT; no effect; accepted for compatibility.
-_C.NETWORK.BERT_WITH_NSP_LOSS = False
-# Masked-LM loss flag passed to the VCR dataset, which ignored it; no effect; accepted for compatibility.
-_C.NETWORK.BERT_WITH_MLM_LOSS = False
 # Add the object-classification regularisation loss on the visual features.
 _C.NETWORK.ENABLE_CNN_REG_LOSS = True
-# Weight of the CNN regularisation loss.
-_C.NETWORK.CNN_LOSS_WEIGHT = 1.0
-# Weight of the answer loss.
-_C.NETWORK.ANS_LOSS_WEIGHT = 1.0
 # Trade compute for memory: recompute transformer layer activations in the backward pass.
 _C.NETWORK.GRADIENT_CHECKPOINTING = False
+# On CPU in float32, run every nn.Linear's matmuls in oneDNN (a module swap at build time; bench/RESULTS.md).
+_C.NETWORK.CPU_ONEDNN_LINEAR = True
 
 _C.NETWORK.VLBERT = ConfigNode()
-# Input size of an old input transform; no effect; accepted for compatibility.
-_C.NETWORK.VLBERT.input_size = 1280
-# Input transform type (1 LN+1x1, 2 +dropout, 3 +BertLayer); no effect; accepted for compatibility.
-_C.NETWORK.VLBERT.input_transform_type = 1
 # Freeze the word embedding table.
 _C.NETWORK.VLBERT.word_embedding_frozen = False
 # Objects share one position id (relative) instead of counting on after the text.
@@ -196,10 +153,6 @@ _C.NETWORK.CLASSIFIER_TYPE = "2fc"
 _C.NETWORK.CLASSIFIER_HIDDEN_SIZE = 1024
 # Dropout in the classifier head.
 _C.NETWORK.CLASSIFIER_DROPOUT = 0.1
-# Score each choice with a sigmoid (BCE loss) instead of a softmax over choices.
-_C.NETWORK.CLASSIFIER_SIGMOID = False
-# Positive-class weight of the sigmoid loss.
-_C.NETWORK.CLASSIFIER_SIGMOID_LOSS_POSITIVE_WEIGHT = 1.0
 
 # ----- TRAIN ----------------------------------------------------------------------------------------------
 _C.TRAIN = ConfigNode()
@@ -287,8 +240,6 @@ _C.TEST = ConfigNode()
 _C.TEST.SHUFFLE = False
 # Flip probability at test.
 _C.TEST.FLIP_PROB = 0.0
-# Epoch of the checkpoint to test; no effect (test scripts take --ckpt); accepted for compatibility.
-_C.TEST.TEST_EPOCH = 0
 # Samples per GPU at test (a list per dataset when DATASET is a list).
 _C.TEST.BATCH_IMAGES = 1
 

@@ -5,24 +5,53 @@ Used by `common/config.py`; errors name the source (a file or "command line") an
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NoReturn, TypeAlias
 
 from easydict import EasyDict
+
+# What a key may hold once merged: a scalar, a list or tuple of values, or a nested section.
+ConfigScalar: TypeAlias = "bool | int | float | str | None"
+ConfigValue: TypeAlias = "ConfigScalar | list[Any] | tuple[Any, ...] | ConfigNode"
+# A task's defaults hook, `add_<task>_defaults(cfg)`: adds keys to the mutable tree in place.
+AddDefaults: TypeAlias = Callable[["ConfigNode"], None]
+# A parser receives (value, source, dotted_key) and returns the value to store, or raises ConfigError.
+Parser: TypeAlias = Callable[[Any, str, str], Any]
 
 
 class ConfigError(ValueError):
     """A config file, key or value that does not fit the defaults."""
 
 
-class ConfigNode(EasyDict):
-    """A mapping with attribute access (`cfg.TRAIN.LR`), nested `ConfigNode`s for sections.
+class FrozenList(list):
+    """A list inside a frozen config: reads like a list (and equals one), refuses every change."""
 
-    Names starting with "_" are private attributes, never config keys. After `freeze()`, setting or
-    deleting any key at any depth (nodes inside lists included) raises `ConfigError`.
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise ConfigError("cannot change a list of a frozen config (use cfg.clone() for a mutable copy)")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self) -> tuple[type[FrozenList], tuple[list[Any]]]:
+        # Pickle and copy rebuild it whole (the default would append item by item, which is refused).
+        return (FrozenList, (list(self),))
+
+
+class ConfigNode(EasyDict):
+    """A mapping of str keys to `ConfigValue`s with attribute access (`cfg.TRAIN.LR`); sections are `ConfigNode`s.
+
+    The contract the engine, the tasks and the model code rely on:
+    * it is a `dict` (and an `EasyDict`): `cfg["TRAIN"]`, `cfg.TRAIN`, `"LR" in cfg.TRAIN`, iteration, `==`;
+    * a mapping assigned to a key becomes a `ConfigNode`, also inside lists and tuples;
+    * names starting with "_" are private attributes, never keys: not iterated, not dumped, kept by `clone()`,
+      deepcopy and pickle;
+    * after `freeze()` nothing below the node can change: setting, deleting, `update`, `pop`, `popitem`,
+      `clear`, `setdefault` of a missing key raise `ConfigError` at any depth, nodes inside lists included, and
+      lists become `FrozenList`s (equal to the same list, but refusing `append` and the like);
+    * `clone()` is the way to a mutable deep copy; a deepcopy or pickle keeps the frozen state.
     """
 
-    def __init__(self, d: Mapping | None = None, **kwargs: Any):
+    def __init__(self, d: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         # EasyDict.__init__ would copy the methods of subclasses into the dict, so it is not called.
         object.__setattr__(self, "_frozen", False)
         for key, value in {**dict(d or {}), **kwargs}.items():
@@ -50,7 +79,7 @@ class ConfigNode(EasyDict):
 
     __delitem__ = __delattr__
 
-    def update(self, e: Mapping | None = None, **f: Any) -> None:
+    def update(self, e: Mapping[str, Any] | Iterable[tuple[str, Any]] | None = None, **f: Any) -> None:
         for key, value in {**dict(e or {}), **f}.items():
             self[key] = value
 
@@ -63,7 +92,7 @@ class ConfigNode(EasyDict):
             self[key] = default
         return self[key]
 
-    def popitem(self) -> tuple:
+    def popitem(self) -> tuple[str, Any]:
         self._check_mutable("<any>")
         return dict.popitem(self)
 
@@ -77,10 +106,9 @@ class ConfigNode(EasyDict):
 
     # ----- freezing and copies ----------------------------------------------------------------------------
     def freeze(self) -> ConfigNode:
-        """Make this node and every node below it read-only; returns self."""
-        for value in self.values():
-            for node in _nodes_in(value):
-                node.freeze()
+        """Make this node and everything below it read-only; returns self."""
+        for key, value in self.items():
+            dict.__setitem__(self, key, _frozen_value(value))
         object.__setattr__(self, "_frozen", True)
         return self
 
@@ -98,15 +126,16 @@ class ConfigNode(EasyDict):
             copy[key] = _clone_value(value)
         return copy
 
-    def __deepcopy__(self, memo: dict) -> ConfigNode:
+    def __deepcopy__(self, memo: dict[int, Any]) -> ConfigNode:
         copy = self.clone()
         return copy.freeze() if self.is_frozen else copy
 
-    def __reduce__(self):
-        # Pickle (DataLoader workers) as a plain dict plus the frozen flag.
-        return (_rebuild_node, (type(self), self.to_dict(keep_tuples=True), self.is_frozen))
+    def __reduce__(self) -> tuple[Callable[..., ConfigNode], tuple[Any, ...]]:
+        # Pickle (DataLoader workers) as a plain dict, the private attributes and the frozen flag.
+        private = {name: value for name, value in self.__dict__.items() if name != "_frozen"}
+        return (_rebuild_node, (type(self), self.to_dict(keep_tuples=True), self.is_frozen, private))
 
-    def to_dict(self, keep_tuples: bool = False) -> dict:
+    def to_dict(self, keep_tuples: bool = False) -> dict[str, Any]:
         """Plain python types (dict, list, str, numbers, bool, None) for YAML dumps and checkpoints.
 
         Tuples become lists unless keep_tuples (used for pickling, where types must survive).
@@ -114,31 +143,40 @@ class ConfigNode(EasyDict):
         return {key: _plain(value, keep_tuples) for key, value in self.items()}
 
 
-def _rebuild_node(cls: type, data: dict, frozen: bool) -> ConfigNode:
+def _rebuild_node(cls: type[ConfigNode], data: dict[str, Any], frozen: bool,
+                  private: Mapping[str, Any] | None = None) -> ConfigNode:
     node = cls(data)
+    for name, value in (private or {}).items():
+        object.__setattr__(node, name, value)
     return node.freeze() if frozen else node
 
 
 def _to_nodes(value: Any) -> Any:
     if isinstance(value, Mapping) and not isinstance(value, ConfigNode):
         return ConfigNode(value)
-    if type(value) in (list, tuple):
-        return type(value)(_to_nodes(item) for item in value)
+    if isinstance(value, list):  # a FrozenList put into a mutable node becomes a plain list again
+        return [_to_nodes(item) for item in value]
+    if type(value) is tuple:
+        return tuple(_to_nodes(item) for item in value)
     return value
 
 
-def _nodes_in(value: Any) -> Iterator[ConfigNode]:
+def _frozen_value(value: Any) -> Any:
     if isinstance(value, ConfigNode):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _nodes_in(item)
+        return value.freeze()
+    if isinstance(value, list):
+        return FrozenList(_frozen_value(item) for item in value)
+    if type(value) is tuple:
+        return tuple(_frozen_value(item) for item in value)
+    return value
 
 
 def _clone_value(value: Any) -> Any:
     if isinstance(value, ConfigNode):
         return value.clone()
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, list):  # a FrozenList comes back as a plain list
+        return [_clone_value(item) for item in value]
+    if isinstance(value, tuple):
         return type(value)(_clone_value(item) for item in value)
     if isinstance(value, dict):
         return {key: _clone_value(item) for key, item in value.items()}
@@ -158,11 +196,7 @@ def _plain(value: Any, keep_tuples: bool) -> Any:
 
 
 # ----- merging with checks --------------------------------------------------------------------------------
-# A parser receives (value, source, dotted_key) and returns the value to store, or raises ConfigError.
-Parser = Callable[[Any, str, str], Any]
-
-
-def dotted_keys(node: Mapping, prefix: str = "") -> list[str]:
+def dotted_keys(node: Mapping[str, Any], prefix: str = "") -> list[str]:
     """Every key of the tree as a dotted path ("TRAIN.LR", "NETWORK.VLBERT.hidden_size", ...)."""
     keys = []
     for key, value in node.items():
@@ -208,7 +242,7 @@ def coerce_like(default: Any, value: Any, source: str, dotted: str) -> Any:
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):
             raise type_error(source, dotted, "a list", value)
-        return type(default)(value)
+        return tuple(value) if isinstance(default, tuple) else list(value)
     raise type_error(source, dotted, type(default).__name__, value)
 
 

@@ -2,10 +2,12 @@
 
 Usage: python data/extract_boxes.py --images DIR|LIST --out DIR --weights FILE [--with-features --cfg YAML --ckpt F]
 (PREPARE_DATA.md, "Your own images"). Shard over processes: `torchrun --nproc_per_node N data/extract_boxes.py ...`.
+Images that fail to read are listed at the end and make the exit status 1, after every other image is written.
 """
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +22,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
+from common.atomic_write import write_text_atomic
 from common.data.box_files import BoxFileError, read_box_file, write_box_file
 from common.data.image_io import ImageReadError, open_image, split_zip_path
 from common.engine import dist
@@ -201,19 +204,11 @@ def detect(model: nn.Module, images: list[Tensor], max_boxes: int, min_boxes: in
 
 
 # ---- the run -----------------------------------------------------------------------------------------------------
-def write_atomically(path: str, **arrays) -> None:
-    """Write to a temporary name and rename, so an interrupted run never leaves a half-written box file."""
-    tmp = path + ".tmp"
-    write_box_file(tmp, **arrays)
-    os.replace(tmp, path)
-
-
 def write_class_names(out_dir: str, detector: str, num_classes: int) -> None:
     """`classes.txt`: the column names of `classes` (the detector's categories, column 0 = background)."""
     names = get_model_weights(detector).DEFAULT.meta.get("categories", [])
     if len(names) == num_classes:
-        with open(os.path.join(out_dir, "classes.txt"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(names) + "\n")
+        write_text_atomic(os.path.join(out_dir, "classes.txt"), "\n".join(names) + "\n")
 
 
 def extract(args: argparse.Namespace) -> Summary:
@@ -258,7 +253,7 @@ def extract(args: argparse.Namespace) -> Summary:
         feats = roi_features(extractor, good, dets, device) if extractor is not None else [None] * len(good)
         for item, det, feat in zip(good, dets, feats, strict=True):
             extra = {} if feat is None else {"features": feat[1:].numpy(), "image_box_feature": feat[0].numpy()}
-            write_atomically(box_file_path(args.out, item["path"]), boxes=det["boxes"].cpu().numpy(),
+            write_box_file(box_file_path(args.out, item["path"]), boxes=det["boxes"].cpu().numpy(),
                              classes=det["classes"].cpu().numpy(), image_w=item["size"][0], image_h=item["size"][1],
                              image_id=image_stem(item["path"]), **extra)
             summary.written.append(item["path"])
@@ -310,5 +305,10 @@ def main(argv: Sequence[str] | None = None) -> Summary:
     return total
 
 
+def exit_status(summary: Summary) -> int:
+    """1 when any image failed (the others are still written), else 0: scripts can test the exit code."""
+    return 1 if summary.failed else 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(exit_status(main()))

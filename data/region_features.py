@@ -47,7 +47,7 @@ def load_feature_extractor(cfg_path: str, ckpt: str | None, task: str) -> tuple[
     """
     add_defaults = getattr(importlib.import_module(f"{task}.config"), f"add_{task}_defaults")
     cfg = load_config(cfg_path, add_task_defaults=add_defaults)
-    extractor = FastRCNN.from_config(cfg, precomputed=False, enable_cnn_reg_loss=False, semantic=False)
+    extractor = FastRCNN.from_config(cfg, enable_cnn_reg_loss=False, semantic=False)
     if ckpt:
         load_resnet_from_checkpoint(extractor, ckpt)
     else:

@@ -17,9 +17,9 @@ import numpy as np
 from PIL import Image
 
 from common.data.box_files import read_box_file
+from common.data.captions import ANNOTATION_FILES, folder_path, read_caption_index
 from common.data.image_io import read_bytes
 from common.data.shards import ShardError, expand_shards, iter_shard
-from pretrain.datasets.conceptual_captions import ANNOTATION_FILES, folder_path, read_caption_index
 from pretrain.datasets.general_corpus import read_corpus_lines
 from pretrain.datasets.shard_format import (
     PIL_EXTENSIONS,

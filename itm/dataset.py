@@ -8,11 +8,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from common.data.box_files import BoxFileError
+from common.data.boxes import check_boxes
+from common.data.captions import ConceptualCaptionsDataset, truncate_lengths
 from common.data.masking import EpochSeeded, item_rng
-from common.data.tokenizer import BertTokenizer
+from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import VisualTransform, swap_left_right
-from pretrain.datasets.caption_sample import truncate_lengths
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 
 # collate rules: pad value per key (None = stack)
 ITM_PAD_RULES = {"boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0, "label": None, "index": None}
@@ -30,8 +31,10 @@ class ITMDataset(EpochSeeded, Dataset):
     PAD_RULES = ITM_PAD_RULES
 
     def __init__(self, data_path: str, image_set: str, tokenizer: BertTokenizer, transform: VisualTransform,
-                 train: bool, seq_len: int = 64, negative_prob: float = 0.5, zip_mode: bool = False, seed: int = 0):
-        # the annotation and box-file reading of pretraining; its sample builder is not used here
+                 train: bool, seq_len: int = 64, negative_prob: float = 0.5, zip_mode: bool = False, seed: int = 0,
+                 max_positions: int = 512):
+        check_seq_len(seq_len, max_positions)
+        # the Conceptual Captions reading shared with pretraining; items are built here, not by a builder
         self.source = ConceptualCaptionsDataset(data_path, image_set, builder=None, precomputed=True,
                                                 zip_mode=zip_mode)
         self.tokenizer, self.transform = tokenizer, transform
@@ -55,6 +58,11 @@ class ITMDataset(EpochSeeded, Dataset):
         caption = image if positive else self.negative_caption(image, rng)
         return image, caption, int(positive), rng
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: the image's record and box file, and whose caption it is paired with."""
+        image, caption, label, _ = self.pair(index)
+        return f"pair {index}: {self.source.describe(image)} with the caption of record {caption + 1} (label {label})"
+
     def negative_caption(self, image: int, rng: np.random.Generator) -> int:
         """Index of a uniformly drawn other image whose caption differs from the image's own."""
         count = len(self.captions)
@@ -73,8 +81,12 @@ class ITMDataset(EpochSeeded, Dataset):
         image, caption, label, rng = self.pair(index)
         raw = self.source.read_raw(image)
         width, height = raw.image_size
+        if len(raw.boxes) == 0:
+            # the whole-image feature is the mean of the box features: with none, the pair has nothing to match
+            raise BoxFileError(f"{raw.source}: no boxes, so image-text matching has no visual feature for it")
         whole = np.array([[0.0, 0.0, width - 1.0, height - 1.0]], dtype=np.float32)
-        boxes = np.concatenate([whole, raw.boxes.astype(np.float32).reshape(-1, 4)], 0)
+        detected = check_boxes(raw.boxes.astype(np.float32).reshape(-1, 4), width, height, raw.source)
+        boxes = np.concatenate([whole, detected], 0)
         out = self.transform(None, boxes, image_size=raw.image_size, rng=random.Random(int(rng.integers(2**63))))
         words = swap_left_right(self.captions[caption]) if out["flipped"] else self.captions[caption]
         ids = self.text_ids(words)

@@ -15,7 +15,7 @@ class VLBertForImageTextMatching(VLBertTaskModule):
     def __init__(self, cfg):
         super().__init__(cfg)
         net = cfg.NETWORK
-        if not net.VLBERT.get("with_pooler", True):
+        if not net.VLBERT.with_pooler:
             raise ValueError("image-text matching reads the pooled [CLS] state: set NETWORK.VLBERT.with_pooler true")
         if not cfg.DATASET.ADD_IMAGE_AS_A_BOX:
             raise ValueError("image-text matching needs DATASET.ADD_IMAGE_AS_A_BOX true: caption tokens read their "
@@ -25,23 +25,16 @@ class VLBertForImageTextMatching(VLBertTaskModule):
         nn.init.xavier_uniform_(self.final_mlp[1].weight)
         nn.init.zeros_(self.final_mlp[1].bias)
 
-    @classmethod
-    def from_config(cls, cfg) -> VLBertForImageTextMatching:
-        """Build, then load BERT into VL-BERT (and the ResNet, end to end) as every task does."""
-        module = cls(cfg)
-        module.load_pretrained_parts()
-        return module
-
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """batch: text [B, T] (0-padded ids), boxes [B, N, 4] (-2-padded), box_features [B, N, D], im_info [B, 4]."""
-        obj_reps, box_mask, _ = self.encode_regions(batch)
+        regions = self.encode_regions(batch)
         ids = batch["text"]
         text_mask = ids > 0
         token_types = torch.zeros_like(ids)
-        text_visual = gather_by_tags(obj_reps, torch.zeros_like(ids))  # every token sees the whole-image box
-        _, _, pooled = self.vlbert(ids, token_types, text_visual, text_mask, self.object_inputs(obj_reps), box_mask,
-                                   output_all_encoded_layers=False, output_text_and_object_separately=True)
-        logits = self.final_mlp(pooled).squeeze(-1).float()
+        text_visual = gather_by_tags(regions.obj_reps, torch.zeros_like(ids))  # every token sees the whole-image box
+        states = self.vlbert(ids, token_types, text_visual, text_mask, self.object_inputs(regions.obj_reps),
+                             regions.box_mask, output_all_encoded_layers=False)
+        logits = self.final_mlp(states.pooled).squeeze(-1).float()
         outputs = {"match_logits": logits}
         if "label" in batch:
             loss = F.binary_cross_entropy_with_logits(logits, batch["label"].float())

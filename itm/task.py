@@ -1,16 +1,19 @@
-"""The image-text matching plug-in for the shared engine: dataset per split, the matching module and the
-`MatchAcc` host metric."""
+"""The image-text matching plug-in for the shared engine: dataset per split, the matching module, the
+`MatchAcc` host metric, the data check and the result-file writer of `itm/test.py`."""
 from __future__ import annotations
 
 import functools
 
+from common.config_node import ConfigNode
 from common.data.tokenizer import BertTokenizer
 from common.data.transforms import build_transform
 from common.engine.task import Task
 from common.metrics import Metric
+from itm.check import check_itm_data
 from itm.config import add_itm_defaults
 from itm.dataset import ITMDataset
 from itm.module import VLBertForImageTextMatching
+from itm.predictions import write_itm_predictions
 
 SECTIONS = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
 
@@ -20,7 +23,7 @@ def cached_tokenizer(bert_dir: str) -> BertTokenizer:
     return BertTokenizer.from_pretrained_dir(bert_dir)
 
 
-def build_itm_dataset(cfg, split: str) -> ITMDataset:
+def build_itm_dataset(cfg: ConfigNode, split: str) -> ITMDataset:
     """ITMDataset of DATASET.<SPLIT>_IMAGE_SET under DATASET.DATASET_PATH (precomputed box features only)."""
     if split not in SECTIONS:
         raise ValueError(f"image-text matching split must be one of {sorted(SECTIONS)}, found {split!r}")
@@ -30,7 +33,8 @@ def build_itm_dataset(cfg, split: str) -> ITMDataset:
     return ITMDataset(data.DATASET_PATH, data[f"{SECTIONS[split]}_IMAGE_SET"],
                       tokenizer=cached_tokenizer(cfg.NETWORK.BERT_MODEL_NAME), transform=build_transform(cfg, split),
                       train=split == "train", seq_len=int(data.SEQ_LEN), negative_prob=float(data.NEGATIVE_PROB),
-                      zip_mode=bool(data.ZIP_MODE), seed=int(cfg.RNG_SEED))
+                      zip_mode=bool(data.ZIP_MODE), seed=int(cfg.RNG_SEED),
+                      max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings))
 
 
 class MatchAccuracy(Metric):
@@ -44,7 +48,7 @@ class MatchAccuracy(Metric):
         return (predicted == labels.float()).sum(), float(labels.numel())
 
 
-def build_itm_metrics(cfg) -> list[Metric]:
+def build_itm_metrics(cfg: ConfigNode) -> list[Metric]:
     """MatchAcc (host); the engine adds TRAIN.LOSS_LOGGERS (ITMLoss)."""
     return [MatchAccuracy("MatchAcc")]
 
@@ -55,5 +59,7 @@ TASK = Task(
     build_dataset=build_itm_dataset,
     modules={"VLBertForImageTextMatching": VLBertForImageTextMatching},
     build_metrics=build_itm_metrics,
+    check_data=check_itm_data,
+    write_predictions=write_itm_predictions,
 )
 ITM = TASK

@@ -1,13 +1,9 @@
 """Pretraining's config keys (Conceptual Captions + text corpus, MLM / MVRC / relationship losses)."""
-from common.config import ConfigNode, allow_dataset_list
+from common.config import ConfigNode, accept_no_effect_keys, allow_dataset_list
 
 
 def add_pretrain_defaults(cfg: ConfigNode) -> None:
     """Add the pretraining keys to the shared defaults; DATASET may then be a list of sections."""
-    # Answer vocabulary file; no effect in pretraining; accepted for compatibility.
-    cfg.DATASET.ANSWER_VOCAB_FILE = ""
-    # Answer vocabulary size; no effect in pretraining; accepted for compatibility.
-    cfg.DATASET.ANSWER_VOCAB_SIZE = 3129
     # Max tokens per sample: text + boxes for captions, wordpieces for the text corpus.
     cfg.DATASET.SEQ_LEN = 64
     # Text corpus: append following lines until a sample has at least this many words.
@@ -34,8 +30,6 @@ def add_pretrain_defaults(cfg: ConfigNode) -> None:
     # this share of the samples read stops the run with an error.
     cfg.DATASET.MAX_BAD_SAMPLE_FRACTION = 0.01
 
-    # Masked visual-linguistic modelling mode of the original VCR module; must stay False.
-    cfg.NETWORK.FOR_MASK_VL_MODELING_PRETRAIN = False
     # Relationship (caption matches image) loss on the pooled output.
     cfg.NETWORK.WITH_REL_LOSS = True
     # Masked language modelling loss.
@@ -57,4 +51,7 @@ def add_pretrain_defaults(cfg: ConfigNode) -> None:
     cfg.NETWORK.VLBERT.visual_region_classes = 1601
 
     cfg.TRAIN.LOSS_LOGGERS = [("relationship_loss", "RelLoss"), ("mlm_loss", "MLMLoss"), ("mvrc_loss", "MVRCLoss")]
+    # Keys of the original pretraining config that nothing reads (common/config_no_effect.py says why).
+    accept_no_effect_keys(cfg, "DATASET.ANSWER_VOCAB_FILE", "DATASET.ANSWER_VOCAB_SIZE",
+                          "NETWORK.FOR_MASK_VL_MODELING_PRETRAIN")
     allow_dataset_list(cfg)

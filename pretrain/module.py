@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from common.model.task_base import VLBertTaskModule, trim_to_longest, valid_box_mask
+from common.model.task_base import VLBertTaskModule
 from common.model.vlbert import VisualLinguisticBert, VisualLinguisticBertForPretraining
 from pretrain.losses import mlm_loss, mvrc_loss, relationship_loss
 
@@ -46,23 +46,12 @@ class ResNetVLBERTForPretraining(VLBertTaskModule):
         return {"with_rel_head": bool(net.WITH_REL_LOSS), "with_mlm_head": bool(net.WITH_MLM_LOSS),
                 "with_mvrc_head": bool(net.WITH_MVRC_LOSS)}
 
-    @classmethod
-    def from_config(cls, cfg):
-        module = cls(cfg)
-        module.load_pretrained_parts()
-        return module
-
     # ---- inputs ---------------------------------------------------------------------------------------------
     def caption_inputs(self, batch: dict) -> dict[str, Tensor]:
         """VL-BERT inputs of the image-caption rows: every text token sees the whole-image box (tag 0), segment 0."""
-        boxes, box_mask, features, ops = trim_to_longest(batch["boxes"], valid_box_mask(batch["boxes"]),
-                                                         batch.get("box_features"), batch.get("mvrc_ops"))
         mask_visual = self.object_mask_visual_embedding
-        hidden_vector = None if mask_visual is None else mask_visual.weight[0]
-        regions = self.image_feature_extractor(images=batch.get("image"), boxes=boxes, box_mask=box_mask,
-                                               im_info=batch["im_info"], box_features=features, mvrc_ops=ops,
-                                               mask_visual_embed=hidden_vector)
-        obj_reps = regions["obj_reps"]
+        regions = self.encode_regions(batch, mask_embedding=None if mask_visual is None else mask_visual.weight[0])
+        obj_reps, ops = regions.obj_reps, regions.per_box(batch.get("mvrc_ops"))
         linguistic = self.object_linguistic_embeddings.weight[0].expand(*obj_reps.shape[:2], -1)
         if self.object_mask_word_embedding is not None and ops is not None:
             hidden = (ops == 1).unsqueeze(-1)
@@ -71,7 +60,7 @@ class ResNetVLBERTForPretraining(VLBertTaskModule):
         text = batch["text"]
         return {"text_ids": text, "token_types": torch.zeros_like(text),
                 "text_visual": obj_reps[:, :1].expand(-1, text.shape[1], -1), "text_mask": text > 0,
-                "object_vl": self.object_inputs(obj_reps, linguistic), "object_mask": box_mask}
+                "object_vl": self.object_inputs(obj_reps, linguistic), "object_mask": regions.box_mask}
 
     def run_vlbert(self, inputs: dict[str, Tensor]):
         return self.vlbert(inputs["text_ids"], inputs["token_types"], inputs["text_visual"], inputs["text_mask"],
@@ -159,8 +148,9 @@ class ResNetVLBERTForAttentionVis(ResNetVLBERTForPretrainingMultitask):
     def forward(self, batch: dict) -> dict[str, Tensor]:
         """attention_probs [B, layers, heads, L, L], hidden_states [B, layers, L, h] of the caption batch."""
         inputs = self.caption_inputs(batch)
-        encoded, _, probs = self.vlbert(inputs["text_ids"], inputs["token_types"], inputs["text_visual"],
-                                        inputs["text_mask"], inputs["object_vl"], inputs["object_mask"],
-                                        output_all_encoded_layers=True, output_attention_probs=True)
-        return {"attention_probs": torch.stack(probs, 1), "hidden_states": torch.stack(encoded, 1),
+        states = self.vlbert(inputs["text_ids"], inputs["token_types"], inputs["text_visual"], inputs["text_mask"],
+                             inputs["object_vl"], inputs["object_mask"], output_all_encoded_layers=True,
+                             output_attention_probs=True)
+        return {"attention_probs": torch.stack(states.attention_probs, 1),
+                "hidden_states": torch.stack(states.encoded, 1),
                 "text_mask": inputs["text_mask"], "object_mask": inputs["object_mask"]}

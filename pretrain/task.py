@@ -6,10 +6,15 @@ auxiliary loader for a single section), so every epoch reaches the samplers and 
 """
 from __future__ import annotations
 
+from torch.utils.data import Dataset
+
 from common.config import dataset_sections
-from common.data.loader import split_batch_size
+from common.config_node import ConfigNode
+from common.data.loader import make_loader, split_batch_size
 from common.data.multitask_loader import MultiTaskDataLoader
+from common.engine.dist import DistEnv
 from common.engine.task import Task
+from pretrain.check import check_pretrain_data
 from pretrain.config import add_pretrain_defaults
 from pretrain.datasets import build_pretrain_datasets, loader_maker
 from pretrain.metrics import build_pretrain_metrics
@@ -23,7 +28,7 @@ CAPTION_DATASETS = ("conceptual_captions", "coco_captions")
 _SECTIONS = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
 
 
-def check_pretrain_config(cfg) -> None:
+def check_pretrain_config(cfg: ConfigNode) -> None:
     """The first DATASET section holds image captions; the multitask module needs a text corpus section after it."""
     names = [section.DATASET for section in dataset_sections(cfg)]
     if names[0] not in CAPTION_DATASETS:
@@ -41,23 +46,23 @@ def check_pretrain_config(cfg) -> None:
                          f"(use ResNetVLBERTForPretrainingMultitask)")
 
 
-def build_pretrain_dataset(cfg, split: str):
+def build_pretrain_dataset(cfg: ConfigNode, split: str) -> Dataset:
     """The image-caption dataset of `split` (the master of the multi-task loader)."""
     check_pretrain_config(cfg)
     return build_pretrain_datasets(cfg, split)[0]
 
 
-def build_pretrain_loader(task: Task, cfg, split: str, env, make_loader) -> MultiTaskDataLoader:
-    """Engine hook (`Task.extra["build_loader"]`): one engine loader per DATASET section (its own batch size from
-    the per-dataset `BATCH_IMAGES` list), zipped."""
+def build_pretrain_loader(cfg: ConfigNode, split: str, env: DistEnv) -> MultiTaskDataLoader:
+    """`Task.build_loader`: one engine loader per DATASET section (its own batch size from the per-dataset
+    `BATCH_IMAGES` list), zipped."""
     check_pretrain_config(cfg)
-    make_loader = loader_maker(make_loader)  # shard datasets (DATASET.FORMAT wds) get the streaming loader
+    make = loader_maker(make_loader)  # shard datasets (DATASET.FORMAT wds) get the streaming loader
     loaders = []
     for k, dataset in enumerate(build_pretrain_datasets(cfg, split)):
         if len(dataset) == 0:
             raise ValueError(f"pretrain: the {split} dataset of DATASET[{k}] ({dataset_sections(cfg)[k].DATASET}) "
                              f"is empty")
-        loaders.append(make_loader(dataset, cfg, split, env, batch_size=split_batch_size(cfg, split, k),
+        loaders.append(make(dataset, cfg, split, env, batch_size=split_batch_size(cfg, split, k),
                                    seed_offset=k))
     return MultiTaskDataLoader(loaders)
 
@@ -70,5 +75,6 @@ TASK = Task(
              "ResNetVLBERTForPretrainingMultitask": ResNetVLBERTForPretrainingMultitask,
              "ResNetVLBERTForAttentionVis": ResNetVLBERTForAttentionVis},
     build_metrics=build_pretrain_metrics,
-    extra={"build_loader": build_pretrain_loader},
+    build_loader=build_pretrain_loader,
+    check_data=check_pretrain_data,
 )

@@ -19,8 +19,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from common.data.box_files import read_box_file
-from common.data.boxes import box_iou_plus_one, xywh_to_xyxy
-from common.data.image_io import open_image, read_json
+from common.data.boxes import box_iou_plus_one, check_boxes, warn_once, xywh_to_xyxy
+from common.data.image_io import open_image_or_blank, read_json
+from common.data.tokenizer import text_budget, truncate_to_budget
 from common.data.transforms import VisualTransform, prepend_whole_image_box, swap_left_right
 from refcoco.refer import Refer, load_coco_quietly
 
@@ -31,6 +32,7 @@ PROPOSAL_SOURCES = ("official", "vg")
 DETECTIONS_FILE = os.path.join("refcoco+", "proposal", "res101_coco_minus_refer_notime_dets.json")
 VG_BOX_FOLDER = os.path.join("vgbua_res101_precomputed", "trainval2014_resnet101_faster_rcnn_genome")
 LABEL_IOU = 0.5  # a candidate is positive when IoU > 0.5 (strict), as the original's training labels
+EXPRESSION_SPECIALS = 2  # [CLS] expression [SEP]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class RefCOCODataset(Dataset):
 
     def __init__(self, data_path: str, image_set: str, boxes: str, transform: VisualTransform, tokenizer,
                  proposal_source: str = "official", add_image_as_a_box: bool = True, zip_mode: bool = False,
-                 refer: Refer | None = None):
+                 refer: Refer | None = None, skip_unreadable_images: bool = False, max_positions: int = 512):
         if boxes not in BOX_MODES:
             raise ValueError(f"RefCOCO+ boxes must be one of {BOX_MODES} (DATASET.*_BOXES), found {boxes!r}")
         if proposal_source not in PROPOSAL_SOURCES:
@@ -69,6 +71,7 @@ class RefCOCODataset(Dataset):
         self.data_path, self.box_mode, self.proposal_source = data_path, boxes, proposal_source
         self.transform, self.tokenizer = transform, tokenizer
         self.add_image_as_a_box, self.zip_mode = add_image_as_a_box, zip_mode
+        self.skip_unreadable_images, self.max_positions = skip_unreadable_images, int(max_positions)
         self.refer = refer if refer is not None else Refer(data_path, "refcoco+", "unc")
         self.samples = self._read_samples(image_set)
         if not self.samples:
@@ -85,7 +88,9 @@ class RefCOCODataset(Dataset):
         for split in image_set.split("+"):
             for ref_id in self.refer.get_ref_ids(split):
                 ref = self.refer.ref(ref_id)
-                gt = tuple(float(v) for v in xywh_to_xyxy(self.refer.get_ref_box(ref_id))[0])
+                gt_xyxy = self.checked(xywh_to_xyxy(self.refer.get_ref_box(ref_id)), int(ref["image_id"]),
+                                       self.refer.instances_file)
+                gt = tuple(float(v) for v in gt_xyxy[0])
                 for sent in ref["sentences"]:
                     samples.append(RefSample(int(ref_id), int(ref["ann_id"]), int(ref["image_id"]),
                                              int(sent["sent_id"]), tuple(sent["tokens"]), gt))
@@ -99,8 +104,13 @@ class RefCOCODataset(Dataset):
             if image_id not in coco.imgs:
                 raise KeyError(f"{path}: image {image_id} (a RefCOCO+ image) is missing")
             anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-            out[image_id] = xywh_to_xyxy([a["bbox"] for a in anns])
+            out[image_id] = self.checked(xywh_to_xyxy([a["bbox"] for a in anns]), image_id, path)
         return out
+
+    def checked(self, boxes: Tensor, image_id: int, source: str) -> Tensor:
+        """`check_boxes` against the image's size in refcoco+/instances.json (errors and warnings name `source`)."""
+        width, height = self.refer.image_size(image_id)
+        return check_boxes(boxes, width, height, source)
 
     def _detections(self, image_ids: list[int]) -> dict[int, Tensor]:
         path = os.path.join(self.data_path, DETECTIONS_FILE)
@@ -116,7 +126,7 @@ class RefCOCODataset(Dataset):
         if missing:
             raise ValueError(f"{path}: no detection for images {missing[:5]} ({len(missing)} in all); every "
                              f"RefCOCO+ image needs at least one")
-        return {i: xywh_to_xyxy(grouped[i]) for i in image_ids}
+        return {i: self.checked(xywh_to_xyxy(grouped[i]), i, path) for i in image_ids}
 
     def candidate_boxes(self, image_id: int) -> Tensor:
         """[K, 4] xyxy candidates in original pixels (no whole-image box): proposals first, then gt boxes."""
@@ -126,14 +136,28 @@ class RefCOCODataset(Dataset):
                 parts.append(self.detections[image_id])
             else:
                 path = os.path.join(self.data_path, VG_BOX_FOLDER, f"{image_id}.json")
-                parts.append(torch.as_tensor(read_box_file(path, fields=("boxes",))["boxes"]).float())
+                boxes = self.checked(torch.as_tensor(read_box_file(path, fields=("boxes",))["boxes"]).float(),
+                                     image_id, path)
+                if len(boxes) == 0:
+                    warn_once(path, "no boxes", f"{path}: no proposals for image {image_id}")
+                parts.append(boxes)
         if "gt" in self.box_mode:
             parts.append(self.gt_boxes[image_id])
-        return torch.cat(parts, 0)
+        out = torch.cat(parts, 0)
+        if len(out) == 0 and not self.add_image_as_a_box:
+            raise ValueError(f"image {image_id}: no candidate box ({self.box_mode}) and DATASET.ADD_IMAGE_AS_A_BOX "
+                             f"false")
+        return out
 
     # ---- dataset protocol --------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.samples)
+
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: ref and sentence ids, image id and file."""
+        sample = self.samples[index]
+        return (f"ref {sample.ref_id} sentence {sample.sent_id} (image {sample.image_id}: "
+                f"{image_path(self.data_path, sample.image_id, self.zip_mode)})")
 
     def aspect_groups(self) -> list[int]:
         """Group id per sample for aspect grouping: 0 landscape (h / w < 1), 1 portrait or square."""
@@ -145,7 +169,8 @@ class RefCOCODataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        image = open_image(image_path(self.data_path, sample.image_id, self.zip_mode))
+        image = open_image_or_blank(image_path(self.data_path, sample.image_id, self.zip_mode),
+                                    self.refer.image_size(sample.image_id), self.skip_unreadable_images)
         width, height = image.size
         candidates = self.candidate_boxes(sample.image_id)
         if self.add_image_as_a_box:
@@ -158,7 +183,10 @@ class RefCOCODataset(Dataset):
         if out["flipped"]:
             tokens = swap_left_right(tokens)
         pieces = self.tokenizer.tokenize(" ".join(tokens))
-        ids = torch.tensor(self.tokenizer.convert_tokens_to_ids(pieces), dtype=torch.long)
+        budget = text_budget(self.max_positions, EXPRESSION_SPECIALS, len(boxes))
+        ids = truncate_to_budget(self.tokenizer.convert_tokens_to_ids(pieces), budget,
+                                 f"ref {sample.ref_id} sentence {sample.sent_id}")
+        ids = torch.tensor(ids, dtype=torch.long)
         return {"image": out["image"], "boxes": boxes, "im_info": out["im_info"], "expression_ids": ids,
                 "labels": labels, "gt_box": gt_box, "flipped": torch.tensor(bool(out["flipped"])),
                 "ref_id": sample.ref_id, "image_id": sample.image_id, "index": index}

@@ -57,21 +57,20 @@ class ResNetVLBERTForRefCOCO(VLBertTaskModule):
             nn.init.zeros_(layer.bias)
 
     @classmethod
-    def from_config(cls, cfg) -> ResNetVLBERTForRefCOCO:
+    def build(cls, cfg) -> ResNetVLBERTForRefCOCO:
+        """Construct with the BERT folder's [CLS] and [SEP] ids."""
         tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
-        module = cls(cfg, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
-        module.load_pretrained_parts()
-        return module
+        return cls(cfg, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        obj_reps, box_mask, boxes = self.encode_regions(batch)
+        regions = self.encode_regions(batch)
         ids, text_mask = expression_text(batch["expression_ids"], self.cls_id, self.sep_id)
-        whole_image = gather_by_tags(obj_reps, torch.zeros_like(ids))  # every token sees box 0
-        _, object_states, _ = self.vlbert(
-            ids, torch.zeros_like(ids), whole_image, text_mask, self.object_inputs(obj_reps), box_mask,
+        whole_image = gather_by_tags(regions.obj_reps, torch.zeros_like(ids))  # every token sees box 0
+        states = self.vlbert(
+            ids, torch.zeros_like(ids), whole_image, text_mask, self.object_inputs(regions.obj_reps), regions.box_mask,
             output_all_encoded_layers=False, output_text_and_object_separately=True)
-        logits = self.final_mlp(object_states).squeeze(-1).float()
-        logits = logits.masked_fill(~box_mask, PAD_LOGIT)
+        logits = self.final_mlp(states.objects).squeeze(-1).float()
+        logits = logits.masked_fill(~regions.box_mask, PAD_LOGIT)
         full_width = batch["boxes"].shape[1]
         if logits.shape[1] < full_width:
             logits = F.pad(logits, (0, full_width - logits.shape[1]), value=PAD_LOGIT)

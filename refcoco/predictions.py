@@ -9,13 +9,18 @@ ones; the refer toolkit's own `computeIoU` (x2 = x + w - 1) differs from it by a
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
+from common.atomic_write import open_atomic
 from common.data.boxes import paired_iou_plus_one, xywh_to_xyxy
+from common.engine.task import Predictions
+
+log = logging.getLogger(__name__)
 
 CORRECT_IOU = 0.5  # correct when IoU >= 0.5
 
@@ -39,9 +44,8 @@ def prediction_records(ref_ids: Sequence[int], boxes: np.ndarray) -> list[dict]:
 
 
 def write_predictions_json(records: list[dict], path: str) -> str:
-    """Write the result list as JSON (folders created); returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Write the result list as JSON (atomically, folders created); returns the path."""
+    with open_atomic(path) as f:
         json.dump(records, f)
     return path
 
@@ -64,7 +68,24 @@ def accuracy_against_refer(records: list[dict], refer) -> float:
     return float(grounding_hits([r["box"] for r in records], gt).double().mean())
 
 
-def write_refcoco_predictions(outputs: Iterable[dict], dataset, path: str) -> str:
-    """Engine hook: inference outputs of `dataset` -> the result JSON at `path`."""
-    boxes = collect_pred_boxes(outputs, len(dataset))
-    return write_predictions_json(prediction_records([s.ref_id for s in dataset.samples], boxes), path)
+def records_of(predictions: Predictions) -> list[dict]:
+    """The result records of a run: one {"ref_id", "box"} per expression, in dataset order."""
+    dataset = predictions.dataset
+    boxes = collect_pred_boxes(predictions.outputs, len(dataset))
+    return prediction_records([s.ref_id for s in dataset.samples], boxes)
+
+
+def write_refcoco_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
+    """`Task.write_predictions`: the result JSON `<result_dir>/<result_name>_refcoco+_<image set>.json`."""
+    path = os.path.join(result_dir, result_file_name(result_name, predictions.image_set))
+    return write_predictions_json(records_of(predictions), path)
+
+
+def report_accuracy(predictions: Predictions, path: str) -> float:
+    """The original evaluation's accuracy of a run (logged with the file it wrote); the labels of every RefCOCO+
+    split are public."""
+    records = records_of(predictions)
+    accuracy = accuracy_against_refer(records, predictions.dataset.refer)
+    log.info("RefCOCO+ %s: accuracy %.4f over %d expressions (boxes %s); wrote %s", predictions.image_set, accuracy,
+             len(records), predictions.cfg.DATASET.TEST_BOXES, path)
+    return accuracy

@@ -38,23 +38,41 @@ class SafeUnpickler(pickle.Unpickler):
 
 
 def load_refs_pickle(path: str) -> list[dict]:
-    """The list of ref dicts in `refs(unc).p`, loaded with `SafeUnpickler`; checks the keys every ref needs."""
+    """The list of ref dicts in `refs(unc).p`, loaded with `SafeUnpickler`, each checked by `check_ref`.
+
+    Any file that is not such a list (random bytes included) raises ReferFormatError naming it; this is the
+    function a data check should call on the refs file.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"refs pickle not found: {path}")
     with open(path, "rb") as f:
-        try:
-            refs = SafeUnpickler(f, path).load()
-        except ReferFormatError:
-            raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
-            raise ReferFormatError(f"{path}: not a readable refs pickle ({err})") from err
+        data = f.read()  # from memory, a corrupt length field cannot make the unpickler allocate gigabytes
+    try:
+        refs = SafeUnpickler(io.BytesIO(data), path).load()
+    except ReferFormatError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a damaged pickle fails in many ways; each is "not a refs pickle"
+        raise ReferFormatError(f"{path}: not a readable refs pickle ({type(err).__name__}: {err})") from err
     if not isinstance(refs, list):
         raise ReferFormatError(f"{path}: expected a list of ref dicts, found {type(refs).__name__}")
     for position, ref in enumerate(refs):
-        missing = [k for k in REF_KEYS if not isinstance(ref, dict) or k not in ref]
-        if missing:
-            raise ReferFormatError(f"{path}: ref #{position} lacks keys {missing}")
+        check_ref(ref, f"{path}: ref #{position}")
     return refs
+
+
+def check_ref(ref, where: str) -> None:
+    """A ref dict: the REF_KEYS, int ids, a str split and a list of sentences with `sent_id` and `tokens` (words)."""
+    missing = [k for k in REF_KEYS if not isinstance(ref, dict) or k not in ref]
+    if missing:
+        raise ReferFormatError(f"{where} lacks keys {missing}")
+    where = f"{where} (ref_id {ref['ref_id']!r})"
+    if not all(isinstance(ref[k], int) for k in ("ref_id", "ann_id", "image_id")) or not isinstance(ref["split"], str):
+        raise ReferFormatError(f"{where}: ref_id, ann_id and image_id must be integers and split a string")
+    sentences = ref["sentences"]
+    if not isinstance(sentences, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("sent_id"), int) and isinstance(s.get("tokens"), list)
+            and all(isinstance(t, str) for t in s["tokens"]) for s in sentences):
+        raise ReferFormatError(f"{where}: 'sentences' must be a list of {{sent_id: int, tokens: [str]}} dicts")
 
 
 def split_matches(ref_split: str, wanted: str) -> bool:

@@ -18,7 +18,9 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from common.data.image_io import open_image, read_json
+from common.data.boxes import check_boxes
+from common.data.image_io import open_image_or_blank, read_json
+from common.data.tokenizer import text_budget
 from common.data.transforms import VisualTransform, prepend_whole_image_box
 from vcr.text import (
     TaggedPieces,
@@ -45,6 +47,7 @@ COCO_CATEGORIES = (
 CATEGORY_TO_INDEX = {name: i for i, name in enumerate(COCO_CATEGORIES)}
 TASKS = ("Q2A", "QA2R")
 NUM_CHOICES = 4
+PAIR_SPECIALS = 3  # [CLS] first [SEP] second [SEP]
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,21 @@ def read_vcr_jsonl(path: str, test_mode: bool) -> list[VCRRecord]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"VCR annotation file not found: {path}")
     records = []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         for line_number, line in enumerate(f, start=1):
             if line.strip():
-                records.append(_parse_line(json.loads(line), f"{path}:{line_number}", test_mode))
+                try:
+                    raw = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{line_number}: not a valid JSON line ({err})") from err
+                records.append(parse_vcr_record(raw, f"{path}:{line_number}", test_mode))
     return records
 
 
-def _parse_line(raw: dict, position: str, test_mode: bool) -> VCRRecord:
+def parse_vcr_record(raw: dict, position: str, test_mode: bool) -> VCRRecord:
+    """One parsed jsonl line (`position` = "file:line") as a VCRRecord; ValueError naming the line otherwise."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{position}: expected a JSON object, found {type(raw).__name__}")
     where = f"{position} annot_id={raw.get('annot_id')!r}"
     fields = ["annot_id", "objects", "img_fn", "metadata_fn", "question", "answer_choices", "rationale_choices"]
     missing = [k for k in fields + ([] if test_mode else ["answer_label", "rationale_label"]) if k not in raw]
@@ -125,13 +135,15 @@ class VCRDataset(Dataset):
 
     def __init__(self, ann_file: str, image_root: str, task: str, tokenize, to_ids, transform: VisualTransform,
                  test_mode: bool = False, seq_len: int = 64, mask_size: int = 14, add_image_as_a_box: bool = True,
-                 only_use_relevant_dets: bool = False):
+                 only_use_relevant_dets: bool = False, skip_unreadable_images: bool = False,
+                 max_positions: int = 512):
         if task not in TASKS:
             raise ValueError(f"DATASET.TASK must be one of {TASKS} for VCR, got {task!r}")
         self.ann_file, self.image_root, self.task, self.test_mode = ann_file, image_root, task, test_mode
         self.tokenize, self.to_ids, self.transform = tokenize, to_ids, transform
         self.seq_len, self.mask_size = seq_len, mask_size
         self.add_image_as_a_box, self.only_use_relevant_dets = add_image_as_a_box, only_use_relevant_dets
+        self.skip_unreadable_images, self.max_positions = skip_unreadable_images, int(max_positions)
         self.records = read_vcr_jsonl(ann_file, test_mode)
         self.expand_answers = task == "QA2R" and test_mode
         log.info("VCR %s (%s%s): %d questions", ann_file, task, ", test" if test_mode else "", len(self.records))
@@ -145,6 +157,12 @@ class VCRDataset(Dataset):
             return self.records[index // NUM_CHOICES], index % NUM_CHOICES
         record = self.records[index]
         return record, record.answer_label
+
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: jsonl file and line, annot_id, image (and the conditioning answer)."""
+        record, answer = self.record_and_answer(index)
+        condition = f", conditioned on answer {answer}" if self.expand_answers else ""
+        return f"{record.where} (image {os.path.join(self.image_root, record.img_fn)}{condition})"
 
     # ---- visual side ----------------------------------------------------------------------------------------
     def load_objects(self, record: VCRRecord) -> tuple[np.ndarray, list, list[int]]:
@@ -166,9 +184,17 @@ class VCRDataset(Dataset):
             order = list(range(len(record.objects)))
         return boxes, meta["segms"], order
 
+    def image_size(self, record: VCRRecord) -> tuple[int, int] | None:
+        """(width, height) from the metadata file, or None when it does not say."""
+        meta = read_json(os.path.join(self.image_root, record.metadata_fn))
+        return (int(meta["width"]), int(meta["height"])) if "width" in meta and "height" in meta else None
+
     def visual_item(self, record: VCRRecord, boxes: np.ndarray, segms: list, order: list[int]) -> dict:
-        image = open_image(os.path.join(self.image_root, record.img_fn))
+        path = os.path.join(self.image_root, record.img_fn)
+        size = self.image_size(record) if self.skip_unreadable_images else None
+        image = open_image_or_blank(path, size, self.skip_unreadable_images)
         width, height = image.size
+        boxes = check_boxes(boxes, width, height, os.path.join(self.image_root, record.metadata_fn))
         kept = boxes[order]
         classes = [CATEGORY_TO_INDEX[record.objects[i]] for i in order]
         masks = [polygons_to_mask(segms[i], boxes[i], self.mask_size) for i in order]
@@ -188,15 +214,28 @@ class VCRDataset(Dataset):
         return expand_tokens(tokens, record.objects, self.tokenize, lambda i: position[i] + offset,
                              non_object_tag=0 if self.add_image_as_a_box else -1)
 
-    def choice_pairs(self, record: VCRRecord, answer: int, order: list[int]) -> list[tuple[TaggedPieces, TaggedPieces]]:
+    def text_limit(self, record: VCRRecord, num_boxes: int) -> int:
+        """DATASET.SEQ_LEN, or less when the item's boxes leave less room in the position table (logged)."""
+        room = text_budget(self.max_positions, PAIR_SPECIALS, num_boxes)
+        if room < self.seq_len:
+            log.warning("%s: %d boxes leave room for %d wordpieces in NETWORK.VLBERT.max_position_embeddings, "
+                        "fewer than DATASET.SEQ_LEN %d; truncating to %d", record.where, num_boxes, room,
+                        self.seq_len, room)
+            if room < 2:
+                raise ValueError(f"{record.where}: {num_boxes} boxes fill NETWORK.VLBERT.max_position_embeddings")
+        return min(self.seq_len, room)
+
+    def choice_pairs(self, record: VCRRecord, answer: int, order: list[int],
+                     num_boxes: int = 0) -> list[tuple[TaggedPieces, TaggedPieces]]:
         """The 4 (first segment, second segment) pairs after truncation; shared pieces are copied, never popped."""
+        limit = self.text_limit(record, num_boxes)
         question = self.tagged(record.question, record, order)
         if self.task == "Q2A":
-            return [truncate_pair(question, self.tagged(a, record, order), self.seq_len) for a in record.answer_choices]
+            return [truncate_pair(question, self.tagged(a, record, order), limit) for a in record.answer_choices]
         answer_pieces = self.tagged(record.answer_choices[answer], record, order)
         pairs = []
         for rationale in record.rationale_choices:
-            q, a, r = truncate_triple(question, answer_pieces, self.tagged(rationale, record, order), self.seq_len)
+            q, a, r = truncate_triple(question, answer_pieces, self.tagged(rationale, record, order), limit)
             pairs.append((q + a, r))
         return pairs
 
@@ -215,7 +254,7 @@ class VCRDataset(Dataset):
         record, answer = self.record_and_answer(index)
         boxes, segms, order = self.load_objects(record)
         item = self.visual_item(record, boxes, segms, order)
-        pairs = self.choice_pairs(record, answer, order)
+        pairs = self.choice_pairs(record, answer, order, num_boxes=len(item["boxes"]))
         item["question_ids"], item["question_tags"] = self.pad_choices([first for first, _ in pairs])
         item["answer_ids"], item["answer_tags"] = self.pad_choices([second for _, second in pairs])
         if not self.test_mode:

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from common.data.tokenizer import BertTokenizer
-from common.model.fast_rcnn import NUM_OBJECT_CLASSES
-from common.model.task_base import VLBertTaskModule, gather_by_tags, trim_to_longest, valid_box_mask
+from common.model.region_encoder import NUM_OBJECT_CLASSES
+from common.model.task_base import VLBertTaskModule, gather_by_tags
+from common.model.visual_frontend import VisualFeatures
 from common.model.vlbert_heads import MVRCTransform
 
 NUM_CHOICES = 4
@@ -72,53 +73,40 @@ class ResNetVLBERTForVCR(VLBertTaskModule):
         mode = int(net.VLBERT.object_word_embed_mode)
         if mode not in (1, 2, 3):
             raise ValueError(f"NETWORK.VLBERT.object_word_embed_mode must be 1, 2 or 3, got {mode}")
-        if net.get("ANSWER_FIRST", False) and net.get("QA_ONE_SENT", False):
+        if net.ANSWER_FIRST and net.QA_ONE_SENT:
             raise ValueError("NETWORK.ANSWER_FIRST and NETWORK.QA_ONE_SENT cannot both be true")
-        if not net.VLBERT.get("with_pooler", True):
+        if not net.VLBERT.with_pooler:
             raise ValueError("NETWORK.VLBERT.with_pooler must be true for VCR (the [CLS] pooled output is scored)")
         super().__init__(cfg, num_object_word_embeddings=NUM_OBJECT_CLASSES if mode == 1 else 1)
         hidden = net.VLBERT.hidden_size
         self.object_word_embed_mode = mode
         self.cls_id, self.sep_id = cls_id, sep_id
-        self.cnn_loss_top = bool(net.ENABLE_CNN_REG_LOSS) and bool(net.get("CNN_LOSS_TOP", False))
+        self.cnn_loss_top = bool(net.ENABLE_CNN_REG_LOSS) and bool(net.CNN_LOSS_TOP)
         if self.cnn_loss_top:
             self.cnn_loss_reg = nn.Sequential(MVRCTransform(hidden, net.VLBERT.hidden_act),
-                                              nn.Dropout(net.get("CNN_REG_DROPOUT", 0.0)),
+                                              nn.Dropout(net.CNN_REG_DROPOUT),
                                               nn.Linear(hidden, NUM_OBJECT_CLASSES))
         self.final_mlp = build_final_mlp(net.CLASSIFIER_TYPE, hidden, net.CLASSIFIER_HIDDEN_SIZE,
                                          net.CLASSIFIER_DROPOUT)
 
     @classmethod
-    def from_config(cls, cfg, load_pretrained: bool = True) -> ResNetVLBERTForVCR:
-        """Build from cfg; with `load_pretrained`, BERT and the ResNet weights are loaded (the original did this at
-        construction); inference scripts skip it since the fine-tuned checkpoint replaces every weight."""
+    def build(cls, cfg) -> ResNetVLBERTForVCR:
+        """Construct with the BERT folder's [CLS] and [SEP] ids. (`from_config(cfg, load_pretrained=False)` skips
+        BERT and the ResNet weights: inference scripts load a fine-tuned checkpoint over every weight.)"""
         tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
-        module = cls(cfg, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
-        if load_pretrained:
-            module.load_pretrained_parts()
-        return module
+        return cls(cfg, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id)
 
     # ---- inputs ---------------------------------------------------------------------------------------------
-    def encode_vcr_regions(self, batch: dict) -> dict[str, Tensor]:
-        """FastRCNN over the valid boxes with the instance masks and classes (mask pooling, regulariser)."""
-        boxes, box_mask, segms, classes = trim_to_longest(batch["boxes"], valid_box_mask(batch["boxes"]),
-                                                          batch.get("segms"), batch.get("classes"))
-        out = self.image_feature_extractor(images=batch.get("image"), boxes=boxes, box_mask=box_mask,
-                                           im_info=batch["im_info"], box_features=batch.get("box_features"),
-                                           classes=classes, segms=segms)
-        out.update(box_mask=box_mask, classes=classes)
-        return out
-
     def build_text(self, batch: dict) -> dict[str, Tensor]:
         """[B, 4, L] question/answer ids and tags -> [B*4, T] VL-BERT text inputs (variants per NETWORK flags)."""
         net = self.cfg.NETWORK
         q_ids, q_tags = batch["question_ids"].flatten(0, 1), batch["question_tags"].flatten(0, 1)
         a_ids, a_tags = batch["answer_ids"].flatten(0, 1), batch["answer_tags"].flatten(0, 1)
-        if net.get("ANSWER_FIRST", False):
+        if net.ANSWER_FIRST:
             q_ids, q_tags, a_ids, a_tags = a_ids, a_tags, q_ids, q_tags
         text = assemble_pairs(q_ids, q_tags, a_ids, a_tags, self.cls_id, self.sep_id,
-                              one_sentence=bool(net.get("QA_ONE_SENT", False)))
-        if net.get("NO_GROUNDING", False):
+                              one_sentence=bool(net.QA_ONE_SENT))
+        if net.NO_GROUNDING:
             text["tags"] = torch.zeros_like(text["tags"])
         return text
 
@@ -140,27 +128,27 @@ class ResNetVLBERTForVCR(VLBertTaskModule):
     def forward(self, batch: dict) -> dict[str, Tensor]:
         net = self.cfg.NETWORK
         num_choices = batch["answer_ids"].shape[1]
-        regions = self.encode_vcr_regions(batch)
-        box_mask, classes = regions["box_mask"], regions["classes"]
-        obj_reps = regions["obj_reps"].repeat_interleave(num_choices, 0)  # [B*4, N, D]
-        object_mask = box_mask.repeat_interleave(num_choices, 0)
+        regions = self.encode_regions(batch)  # instance masks and classes come with the batch (mask pooling)
+        classes = regions.per_box(batch.get("classes"))
+        obj_reps = regions.obj_reps.repeat_interleave(num_choices, 0)  # [B*4, N, D]
+        object_mask = regions.box_mask.repeat_interleave(num_choices, 0)
         text = self.build_text(batch)
         text_visual = gather_by_tags(obj_reps, text["tags"])
         object_vl = torch.cat([obj_reps, self.object_linguistic(classes, text, num_choices).to(obj_reps.dtype)], -1)
         attend_mask = object_mask
-        if net.get("NO_OBJ_ATTENTION", False) or net.get("BLIND", False):
+        if net.NO_OBJ_ATTENTION or net.BLIND:
             attend_mask = torch.zeros_like(object_mask)
-        _, object_states, pooled = self.vlbert(
+        states = self.vlbert(
             text["input_ids"], text["token_type_ids"], text_visual, text["text_mask"], object_vl, attend_mask,
             output_all_encoded_layers=False, output_text_and_object_separately=True)
-        logits = self.final_mlp(pooled).view(-1, num_choices)
+        logits = self.final_mlp(states.pooled).view(-1, num_choices)
         outputs = {"label_logits": logits}
         if "label" in batch:
-            outputs.update(self.losses(logits, batch["label"], object_states, object_mask, classes, regions))
+            outputs.update(self.losses(logits, batch["label"], states.objects, object_mask, classes, regions))
         return outputs
 
     def losses(self, logits: Tensor, label: Tensor, object_states: Tensor, object_mask: Tensor,
-               classes: Tensor | None, regions: dict) -> dict[str, Tensor]:
+               classes: Tensor | None, regions: VisualFeatures) -> dict[str, Tensor]:
         """Answer loss (per-choice BCE or 4-way CE) x ANS_LOSS_WEIGHT + object-class regulariser x CNN_LOSS_WEIGHT."""
         net = self.cfg.NETWORK
         label = label.view(-1).long()
@@ -183,8 +171,8 @@ class ResNetVLBERTForVCR(VLBertTaskModule):
             obj_logits = self.cnn_loss_reg(object_states[object_mask])
             obj_labels = classes.repeat_interleave(logits.shape[1], 0)[object_mask].long()
             cnn_loss = F.cross_entropy(obj_logits.float(), obj_labels)
-        elif "cnn_regularization_loss" in regions:
-            cnn_loss = regions["cnn_regularization_loss"].mean()
+        elif regions.cnn_regularization_loss is not None:
+            cnn_loss = regions.cnn_regularization_loss.mean()
         if cnn_loss is not None:
             out["cnn_regularization_loss"] = cnn_loss
             loss = loss + cnn_loss * net.CNN_LOSS_WEIGHT

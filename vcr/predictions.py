@@ -11,6 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common.atomic_write import open_atomic
+from common.engine.task import Predictions
+
 NUM_CHOICES = 4
 ANSWER_COLUMNS = [f"answer_{j}" for j in range(NUM_CHOICES)]
 RATIONALE_COLUMNS = [f"rationale_conditioned_on_a{i}_{j}" for i in range(NUM_CHOICES) for j in range(NUM_CHOICES)]
@@ -30,8 +33,7 @@ def _write_rows(path: str, header: list[str], annot_ids: Sequence[str], values: 
         raise ValueError(f"{path}: {len(annot_ids)} annot_ids but {len(values)} rows of scores")
     if len(set(annot_ids)) != len(annot_ids):
         raise ValueError(f"{path}: annot_ids are not unique")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", newline="") as f:
+    with open_atomic(path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for annot_id, row in zip(annot_ids, values, strict=True):
@@ -56,6 +58,29 @@ def write_qa2r_csv(path: str, annot_ids: Sequence[str], rationale_logits: np.nda
     return _write_rows(path, ["annot_id"] + RATIONALE_COLUMNS, annot_ids, probs)
 
 
+def prediction_logits(predictions: Predictions) -> tuple[np.ndarray, list[str]]:
+    """Logits [rows, 4] (float32, dataset order) and each row's annot_id; a QA2R test set has 4 consecutive rows
+    per question, conditioned on answers 0..3 in turn."""
+    logits = np.stack([o["label_logits"].numpy() for o in predictions.outputs]).astype(np.float32)
+    dataset = predictions.dataset
+    return logits, [dataset.record_and_answer(i)[0].annot_id for i in range(len(dataset))]
+
+
+def write_logits_csv(path_stem: str, task: str, annot_ids: Sequence[str], logits: np.ndarray) -> str:
+    """`{path_stem}_Q2A.csv` from [N, 4] answer logits, or `{path_stem}_QA2R.csv` from the [4N, 4] rationale rows."""
+    if task == "Q2A":
+        return write_q2a_csv(f"{path_stem}_Q2A.csv", annot_ids, logits)
+    return write_qa2r_csv(f"{path_stem}_QA2R.csv", annot_ids[::4], np.asarray(logits).reshape(-1, 4, 4))
+
+
+def write_vcr_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
+    """`Task.write_predictions` of a test run: `<result_dir>/<result_name>_test_result_{Q2A,QA2R}.csv` (by
+    DATASET.TASK)."""
+    logits, annot_ids = prediction_logits(predictions)
+    stem = os.path.join(result_dir, f"{result_name}_test_result")
+    return write_logits_csv(stem, predictions.cfg.DATASET.TASK, annot_ids, logits)
+
+
 def read_csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file; a missing file raises naming it."""
     if not os.path.isfile(path):
@@ -76,8 +101,7 @@ def merge_result_csvs(q2a_path: str, qa2r_path: str, out_path: str) -> str:
     if r_header != ["annot_id"] + RATIONALE_COLUMNS:
         raise ValueError(f"{qa2r_path}: unexpected header {r_header}")
     rationale_by_id = {row[0]: row[1:] for row in r_rows}
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    with open(out_path, "w", newline="") as f:
+    with open_atomic(out_path, newline="") as f:
         writer = csv.writer(f)
         writer.writerow(LEADERBOARD_COLUMNS)
         for row in a_rows:
@@ -93,7 +117,10 @@ def read_vcr_labels(annot_path: str) -> tuple[list[str], np.ndarray, np.ndarray]
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{annot_path}:{line_number}: not a valid JSON line ({err})") from err
             try:
                 annot_ids.append(record["annot_id"])
                 answers.append(int(record["answer_label"]))

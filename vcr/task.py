@@ -1,12 +1,12 @@
-"""The VCR plug-in for the shared engine: dataset, module, metric, checkpoint key map and fine-tuning initialisation.
+"""The VCR plug-in for the shared engine: dataset, module, metric, checkpoint key map, fine-tuning initialisation,
+data check, the single-model test CSV writer and the `--do-test` step.
 
 Checkpoint keys, in one place: the original VCR module wrapped VL-BERT in TimeDistributed, so its checkpoints (and
 the PARTIAL_PRETRAIN prefix rules of the original YAMLs, `vlbert->vlbert._module`) use `vlbert._module.*`.
-Here the choices are folded into the batch, so the module's keys are `vlbert.*`. `map_vcr_checkpoint_keys`
-runs after the prefix rules and before loading: it strips `module.`, turns `vlbert._module.` into `vlbert.` and
-drops the original FastRCNN's duplicated `head.0.*` tensors. It is applied by `after_load_pretrain` (to the
-PARTIAL_PRETRAIN state dict the engine hands over, after its prefix rules) and by `load_vcr_checkpoint`
-(fine-tuned checkpoints for val/test).
+Here the choices are folded into the batch, so the module's keys are `vlbert.*`. `map_vcr_checkpoint_keys` is the
+task's `checkpoint_key_map`: it strips `module.`, turns `vlbert._module.` into `vlbert.` and drops the original
+FastRCNN's duplicated `head.0.*` tensors. The engine applies it after the PARTIAL_PRETRAIN prefix rules and before
+the one load, and to every fine-tuned checkpoint that val/test load.
 """
 from __future__ import annotations
 
@@ -14,31 +14,30 @@ import logging
 import os
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from common.config import load_config
-from common.data.loader import SPLIT_SECTIONS, make_loader
+from common.config_node import ConfigNode
+from common.data.loader import SPLIT_SECTIONS
 from common.data.tokenizer import BertTokenizer
 from common.data.transforms import build_transform
-from common.engine.inference import run_inference
+from common.engine.dist import DistEnv
+from common.engine.evaluate import evaluate_checkpoint, test_split_config
 from common.engine.task import Task
-from common.metrics import Accuracy
+from common.metrics import Accuracy, Metric
 from common.model.fast_rcnn import map_original_fast_rcnn_keys
-from common.model.pretrained import checkpoint_state_dict
-from common.model.state_dict_io import load_state_dict_with_report, read_checkpoint_file
+from vcr.check import check_vcr_data
 from vcr.config import add_vcr_defaults
 from vcr.dataset import VCRDataset
 from vcr.module import ResNetVLBERTForVCR
-from vcr.predictions import write_q2a_csv, write_qa2r_csv
+from vcr.predictions import write_vcr_predictions
 
 log = logging.getLogger(__name__)
 
 REL_HEAD_SUFFIX = "relationsip_head.caption_image_relationship."  # the original key's spelling
 
 
-def build_vcr_dataset(cfg, split: str) -> VCRDataset:
+def build_vcr_dataset(cfg: ConfigNode, split: str) -> VCRDataset:
     """VCRDataset for split "train" / "val" / "test" from cfg.DATASET (task = DATASET.TASK)."""
     section = SPLIT_SECTIONS[split]
     data = cfg.DATASET
@@ -49,10 +48,12 @@ def build_vcr_dataset(cfg, split: str) -> VCRDataset:
         task=data.TASK, tokenize=tokenizer.tokenize, to_ids=tokenizer.convert_tokens_to_ids,
         transform=build_transform(cfg, split), test_mode=split == "test", seq_len=int(data.SEQ_LEN),
         mask_size=int(data.MASK_SIZE), add_image_as_a_box=bool(data.ADD_IMAGE_AS_A_BOX),
-        only_use_relevant_dets=bool(data.ONLY_USE_RELEVANT_DETS))
+        only_use_relevant_dets=bool(data.ONLY_USE_RELEVANT_DETS),
+        skip_unreadable_images=bool(data.SKIP_UNREADABLE_IMAGES),
+        max_positions=int(cfg.NETWORK.VLBERT.max_position_embeddings))
 
 
-def build_vcr_metrics(cfg) -> list:
+def build_vcr_metrics(cfg: ConfigNode) -> list[Metric]:
     """Host metric `Acc`: argmax over the 4 choices."""
     return [Accuracy("Acc", logits_key="label_logits", label_key="label")]
 
@@ -68,36 +69,11 @@ def map_vcr_checkpoint_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tenso
     return map_original_fast_rcnn_keys(mapped)
 
 
-@torch.no_grad()
-def load_mapped_keys(module: nn.Module, state_dict: Mapping[str, Tensor], source: str, strict: bool = False) -> int:
-    """Load the tensors of `state_dict` whose mapped key (`map_vcr_checkpoint_keys`) the module has.
-
-    With `strict`, every module key must be present (unused checkpoint keys are only reported). Returns the count
-    loaded.
-    """
-    mapped = map_vcr_checkpoint_keys(state_dict)
-    own = module.state_dict()
-    if strict:
-        load_state_dict_with_report(module, mapped, source, allow_missing=False)
-        return len(mapped)
-    fitting = {k: v.to(own[k].dtype) if v.is_floating_point() else v for k, v in mapped.items() if k in own}
-    load_state_dict_with_report(module, fitting, f"{source} (VCR key map)")
-    return len(fitting)
-
-
-def load_vcr_checkpoint(module: nn.Module, path: str) -> None:
-    """A fine-tuned VCR checkpoint (this project's keys or the original's) into `module`; every weight must come."""
-    load_mapped_keys(module, checkpoint_state_dict(read_checkpoint_file(path), path), path, strict=True)
-
-
-def after_load_pretrain(module: nn.Module, cfg, pretrained_state: Mapping[str, Tensor]) -> None:
-    """After PARTIAL_PRETRAIN: load the keys the VCR prefix rules turned into `vlbert._module.*` (mapped back to
-    `vlbert.*`), then PARTIAL_PRETRAIN_SEGMB_INIT (token-type row 0 -> row 1) and LOAD_REL_HEAD (1fc from
-    W[1] - W[0] of the relationship head)."""
+def after_load_pretrain(module: nn.Module, cfg: ConfigNode, pretrained_state: Mapping[str, Tensor]) -> None:
+    """After PARTIAL_PRETRAIN (loaded by the engine through `map_vcr_checkpoint_keys`): PARTIAL_PRETRAIN_SEGMB_INIT
+    (token-type row 0 -> row 1) and LOAD_REL_HEAD (1fc from W[1] - W[0] of the relationship head)."""
     net = cfg.NETWORK
     module = getattr(module, "module", module)
-    if pretrained_state:
-        load_mapped_keys(module, pretrained_state, net.PARTIAL_PRETRAIN or "PARTIAL_PRETRAIN")
     if net.PARTIAL_PRETRAIN_SEGMB_INIT:
         with torch.no_grad():
             table = module.vlbert.token_type_embeddings.weight
@@ -123,48 +99,13 @@ def _find_suffix(state_dict: Mapping[str, Tensor], suffix: str) -> Tensor | None
     return None
 
 
-def predict_with_config(cfg, ckpt_path: str, split: str, batch_size: int | None = None,
-                        device: str | torch.device = "cpu", fp16: bool = False) -> tuple[np.ndarray, list[str]]:
-    """Run a fine-tuned VCR model over `split`: logits [len(dataset), 4] in dataset order and each row's annot_id.
-
-    In QA2R test mode there are 4 consecutive rows per question, conditioned on answers 0..3 in turn.
-    """
-    module = ResNetVLBERTForVCR.from_config(cfg, load_pretrained=False)
-    load_vcr_checkpoint(module, ckpt_path)
-    dataset = build_vcr_dataset(cfg, split)
-    loader = make_loader(dataset, cfg, split, env=None, batch_size=batch_size)
-    device = torch.device(device)
-    autocast = torch.float16 if fp16 and device.type == "cuda" else None
-    outputs = run_inference(module.to(device).eval(), loader, device, autocast_dtype=autocast)
-    if [o["index"] for o in outputs] != list(range(len(dataset))):
-        raise RuntimeError(f"inference covered {len(outputs)} of {len(dataset)} {split} items")
-    logits = np.stack([o["label_logits"].numpy() for o in outputs]).astype(np.float32)
-    return logits, [dataset.record_and_answer(i)[0].annot_id for i in range(len(dataset))]
-
-
-def predict_vcr_logits(cfg_path: str, ckpt_path: str, task: str, split: str, batch_size: int | None = None,
-                       gpus: list[int] | None = None, annot_file: str | None = None, fp16: bool = False,
-                       cudnn_off: bool = False) -> tuple[np.ndarray, list[str]]:
-    """`predict_with_config` from a YAML, with DATASET.TASK forced to `task` and, if given, the split's jsonl
-    replaced by `annot_file`; runs on cuda:<gpus[0]> when a GPU is named and available, else on the CPU."""
-    cfg = load_config(cfg_path, ["DATASET.TASK", task], add_task_defaults=add_vcr_defaults).clone()
-    if annot_file:
-        cfg.DATASET[f"{SPLIT_SECTIONS[split]}_ANNOTATION_FILE"] = os.path.abspath(annot_file)
-    if cudnn_off:
-        torch.backends.cudnn.enabled = False
-    device = f"cuda:{gpus[0]}" if gpus and torch.cuda.is_available() else "cpu"
-    return predict_with_config(cfg.freeze(), ckpt_path, split, batch_size, device, fp16)
-
-
-def write_single_model_test_csv(cfg, ckpt_path: str) -> str:
-    """`--do-test` after training: this model's test CSV (`..._test_result_Q2A.csv` or `_QA2R.csv`) beside the
-    checkpoint; `vcr/test.py` merges a Q2A and a QA2R model into the leaderboard file."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    logits, annot_ids = predict_with_config(cfg, ckpt_path, "test", device=device)
+def test_after_training(cfg: ConfigNode, ckpt_path: str, env: DistEnv) -> str | None:
+    """`--do-test`: this model's test CSV (`<checkpoint>_test_result_Q2A.csv` or `_QA2R.csv`) beside the checkpoint
+    (rank 0); `vcr/test.py` merges a Q2A and a QA2R model into the leaderboard file."""
     stem = os.path.splitext(ckpt_path)[0]
-    if cfg.DATASET.TASK == "Q2A":
-        return write_q2a_csv(f"{stem}_test_result_Q2A.csv", annot_ids, logits)
-    return write_qa2r_csv(f"{stem}_test_result_QA2R.csv", annot_ids[::4], logits.reshape(-1, 4, 4))
+    result = evaluate_checkpoint(TASK, test_split_config(cfg), ckpt_path, env, os.path.dirname(stem),
+                                 os.path.basename(stem))
+    return None if result is None else result.path
 
 
 TASK = Task(
@@ -173,6 +114,9 @@ TASK = Task(
     build_dataset=build_vcr_dataset,
     modules={"ResNetVLBERT": ResNetVLBERTForVCR},
     build_metrics=build_vcr_metrics,
+    checkpoint_key_map=map_vcr_checkpoint_keys,
     after_load_pretrain=after_load_pretrain,
-    extra={"checkpoint_key_map": map_vcr_checkpoint_keys, "test": write_single_model_test_csv},
+    check_data=check_vcr_data,
+    write_predictions=write_vcr_predictions,
+    test_after_training=test_after_training,
 )

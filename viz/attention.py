@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from common.atomic_write import open_atomic, write_text_atomic
 from common.config import load_config
 from common.data.box_files import read_box_file
 from common.data.image_io import open_image
@@ -45,10 +46,7 @@ def build_attention_model(cfg, load_bert: bool = True) -> VLBertTaskModule:
     cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED = False
     cfg.NETWORK.ENABLE_CNN_REG_LOSS = False  # no object classes for a free image; the regulariser is a loss only
     cfg.NETWORK.IMAGE_SEMANTIC = False
-    module = VLBertTaskModule(cfg)
-    if load_bert:
-        module.load_pretrained_parts()
-    return module.eval()
+    return VLBertTaskModule.from_config(cfg, load_pretrained=load_bert).eval()
 
 
 def load_checkpoint(module: torch.nn.Module, path: str) -> None:
@@ -81,11 +79,11 @@ def prepare_sample(cfg, tokenizer: BertTokenizer, image: Image.Image, caption: s
 
 def vlbert_inputs(module: VLBertTaskModule, batch: dict) -> dict[str, Tensor]:
     """VL-BERT inputs as in caption pretraining: every token sees the whole-image box, segment 0."""
-    obj_reps, box_mask, _ = module.encode_regions(batch)
+    regions = module.encode_regions(batch)
     text = batch["text"]
     return {"text_ids": text, "token_types": torch.zeros_like(text),
-            "text_visual": obj_reps[:, :1].expand(-1, text.shape[1], -1), "text_mask": text > 0,
-            "object_vl": module.object_inputs(obj_reps), "object_mask": box_mask}
+            "text_visual": regions.obj_reps[:, :1].expand(-1, text.shape[1], -1), "text_mask": text > 0,
+            "object_vl": module.object_inputs(regions.obj_reps), "object_mask": regions.box_mask}
 
 
 @torch.no_grad()
@@ -97,7 +95,7 @@ def run_vlbert(module: VLBertTaskModule, inputs: dict[str, Tensor], with_probs: 
     out = module.vlbert(inputs["text_ids"], inputs["token_types"], inputs["text_visual"], inputs["text_mask"],
                         inputs["object_vl"], inputs["object_mask"], output_all_encoded_layers=True,
                         output_attention_probs=with_probs)
-    return out[0], (torch.stack(out[2], 1) if with_probs else None)
+    return out.encoded, (torch.stack(out.attention_probs, 1) if with_probs else None)
 
 
 def text_to_region_weights(attention: np.ndarray, num_text: int, num_boxes: int, token: int | None = None):
@@ -129,7 +127,8 @@ def visualise(module, cfg, tokenizer, image_path: str, caption: str, out_dir: st
     layer = layer % layers
     os.makedirs(out_dir, exist_ok=True)
     paths = {"attention": os.path.join(out_dir, "attention.npy")}
-    np.save(paths["attention"], attention)
+    with open_atomic(paths["attention"], "wb") as handle:
+        np.save(handle, attention)
     num_text = int(batch["text"].shape[1])
     img_w, weights = text_to_region_weights(attention[layer, head], num_text, len(boxes), token)
     who = "text" if token is None else repr(labels[token])
@@ -141,8 +140,7 @@ def visualise(module, cfg, tokenizer, image_path: str, caption: str, out_dir: st
     html = model_view_html(attention, labels)
     if html is not None:
         paths["model_view"] = os.path.join(out_dir, "model_view.html")
-        with open(paths["model_view"], "w", encoding="utf-8") as f:
-            f.write(html)
+        write_text_atomic(paths["model_view"], html)
     return paths
 
 

@@ -1,9 +1,8 @@
-"""VQA v2 over the official files: questions, annotations (soft answer targets), COCO image sizes and the
-bottom-up box files (boxes always; features in precomputed mode), in the layout of PREPARE_DATA.md.
+"""VQA v2 over the official files (parsed by vqa/files.py): questions, annotations (soft answer targets), COCO image
+sizes and the bottom-up box files (boxes always; features in precomputed mode), in the layout of PREPARE_DATA.md.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -12,14 +11,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from common.data.box_files import read_box_file
-from common.data.image_io import open_image, path_exists
+from common.data.box_files import BoxFileError, read_box_file, whole_image_feature
+from common.data.boxes import BoxError, check_boxes, warn_once
+from common.data.image_io import open_image_or_blank, path_exists
+from common.data.tokenizer import text_budget, truncate_to_budget
 from common.data.transforms import VisualTransform, prepend_whole_image_box, swap_left_right
+from vqa.files import VQADataError, read_annotations, read_image_sizes, read_questions
 from vqa.vqa_eval import normalize_answer, score_count
 
 log = logging.getLogger(__name__)
 
 UNK = "<unk>"
+QUESTION_SPECIALS = 4  # [CLS] question [SEP] [MASK] [SEP]
 # image set -> (image folder, COCO size file, box-file folder prefix)
 IMAGE_SETS = {
     "train2014": ("train2014", "annotations/instances_train2014.json", "trainval2014"),
@@ -30,10 +33,6 @@ IMAGE_SETS = {
     "test-dev2015": ("test2015", "annotations/image_info_test2015.json", "test2015"),
 }
 BOX_SETS = ("36", "10-100ada")
-
-
-class VQADataError(ValueError):
-    """A VQA file with the wrong structure, or a question that cannot be served; names the file and question id."""
 
 
 @dataclass(frozen=True)
@@ -82,53 +81,19 @@ def soft_scores(answers: tuple[str, ...], index: dict[str, int], vocab_size: int
     return scores
 
 
-def _load(path: str, list_key: str) -> list:
-    if not os.path.isfile(path):
-        raise VQADataError(f"file not found: {path}")
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise VQADataError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict) or not isinstance(data.get(list_key), list):
-        raise VQADataError(f"{path}: expected a JSON object with a '{list_key}' list")
-    return data[list_key]
+def no_target_share(samples: list[VQASample], index: dict[str, int]) -> tuple[int, int]:
+    """(questions whose human answers are all outside the vocabulary (or `<unk>`), annotated questions): the
+    former train on an all-zero target."""
+    known: dict[str, bool] = {}  # normalisation is slow; VQA repeats answers a lot
+    unk = index.get(UNK)
 
+    def in_vocab(answer: str) -> bool:
+        if answer not in known:
+            known[answer] = index.get(normalize_answer(answer), unk) != unk
+        return known[answer]
 
-def _field(entry, key: str, kind: type, path: str, where: str):
-    if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
-        raise VQADataError(f"{path}: {where} lacks '{key}' of type {kind.__name__}: {str(entry)[:200]}")
-    return entry[key]
-
-
-def read_questions(path: str) -> list[tuple[int, int, str]]:
-    """[(question_id, image_id, question)] in file order."""
-    out = []
-    for i, q in enumerate(_load(path, "questions")):
-        qid = _field(q, "question_id", int, path, f"question entry {i}")
-        out.append((qid, _field(q, "image_id", int, path, f"question {qid}"),
-                    _field(q, "question", str, path, f"question {qid}")))
-    return out
-
-
-def read_annotations(path: str) -> dict[int, tuple[int, tuple[str, ...]]]:
-    """question_id -> (image_id, human answers)."""
-    out = {}
-    for i, ann in enumerate(_load(path, "annotations")):
-        qid = _field(ann, "question_id", int, path, f"annotation entry {i}")
-        answers = _field(ann, "answers", list, path, f"annotation of question {qid}")
-        texts = tuple(_field(a, "answer", str, path, f"an answer of question {qid}") for a in answers)
-        if not texts:
-            raise VQADataError(f"{path}: annotation of question {qid} has no answers")
-        out[qid] = (_field(ann, "image_id", int, path, f"annotation of question {qid}"), texts)
-    return out
-
-
-def read_image_sizes(path: str) -> dict[int, tuple[int, int]]:
-    """COCO instances / image_info file -> image_id -> (width, height) (only `images[]` is read)."""
-    return {int(_field(im, "id", int, path, "an image")): (int(_field(im, "width", int, path, "an image")),
-                                                          int(_field(im, "height", int, path, "an image")))
-            for im in _load(path, "images")}
+    annotated = [s for s in samples if s.answers is not None]
+    return sum(not any(in_vocab(a) for a in s.answers) for s in annotated), len(annotated)
 
 
 class VQADataset(Dataset):
@@ -141,7 +106,9 @@ class VQADataset(Dataset):
 
     def __init__(self, image_set: str, data_path: str, answer_vocab_file: str, transform: VisualTransform,
                  tokenizer, precomputed: bool = True, boxes: str = "36", add_image_as_a_box: bool = True,
-                 zip_mode: bool = False, vocab_size: int | None = None, use_imdb: bool = False):
+                 zip_mode: bool = False, vocab_size: int | None = None, use_imdb: bool = False,
+                 skip_unreadable_images: bool = False, max_positions: int = 512,
+                 max_no_target_fraction: float | None = None):
         if use_imdb:
             raise VQADataError("DATASET.USE_IMDB true (pythia imdb_*.npy files) is not supported; set "
                                "DATASET.USE_IMDB false to read the official VQA v2 json files")
@@ -149,7 +116,8 @@ class VQADataset(Dataset):
             raise VQADataError(f"DATASET.BOXES must be one of {BOX_SETS}, found {boxes!r}")
         self.data_path, self.transform, self.tokenizer = data_path, transform, tokenizer
         self.precomputed, self.boxes, self.zip_mode = precomputed, boxes, zip_mode
-        self.add_image_as_a_box = add_image_as_a_box
+        self.add_image_as_a_box, self.skip_unreadable_images = add_image_as_a_box, skip_unreadable_images
+        self.max_positions = int(max_positions)
         self.answer_vocab = read_answer_vocab(answer_vocab_file, vocab_size)
         self.answer_to_index = answer_index(self.answer_vocab)
         self.image_sets = [s for s in image_set.split("+") if s]
@@ -164,6 +132,19 @@ class VQADataset(Dataset):
             raise VQADataError(f"image set {image_set!r} mixes splits with and without annotations")
         self.has_answers = bool(with_answers)
         log.info("VQA %s: %d questions from %s", image_set, len(self.samples), data_path)
+        if self.has_answers:
+            self._report_no_target(image_set, answer_vocab_file, max_no_target_fraction)
+
+    def _report_no_target(self, image_set: str, vocab_file: str, limit: float | None) -> None:
+        """Log the share of questions without any in-vocabulary answer; refuse above DATASET.MAX_NO_TARGET_FRACTION."""
+        missing, total = no_target_share(self.samples, self.answer_to_index)
+        share = missing / max(total, 1)
+        log.info("VQA %s: %d of %d questions (%.1f%%) have no answer in %s and train on an all-zero target",
+                 image_set, missing, total, 100 * share, vocab_file)
+        if limit is not None and share > limit:
+            raise VQADataError(f"VQA {image_set}: {missing} of {total} questions ({100 * share:.1f}%) have no human "
+                               f"answer in the answer vocabulary {vocab_file}, above DATASET.MAX_NO_TARGET_FRACTION "
+                               f"{limit}: is it the vocabulary of this data?")
 
     # ---- files ------------------------------------------------------------------------------------------------
     def _read_split(self, name: str) -> list[VQASample]:
@@ -232,39 +213,66 @@ class VQADataset(Dataset):
     def question_id(self, index: int) -> int:
         return self.samples[index].question_id
 
-    def _regions(self, sample: VQASample) -> tuple[np.ndarray, np.ndarray | None]:
-        """Boxes [N, 4] in original pixels (box 0 = whole image if asked) and features [N, 2048] or None."""
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: question id, image id and split, the box file (and image) it reads."""
+        sample = self.samples[index]
+        files = f"box file {self.box_file_path(sample)}"
+        if not self.precomputed:
+            files += f", image {self.image_path(sample)}"
+        return f"question {sample.question_id} (image {sample.image_id} of {sample.image_set}; {files})"
+
+    def regions(self, sample: VQASample) -> tuple[np.ndarray, np.ndarray | None]:
+        """Boxes [N, 4] in original pixels (box 0 = whole image if asked) and features [N, 2048] or None.
+
+        Boxes are checked against the COCO image size (`check_boxes`). A box file with no boxes serves only the
+        whole-image box: end to end (the ResNet reads the pixels) or with its `image_box_feature`; in precomputed
+        mode without one, or without ADD_IMAGE_AS_A_BOX, it is an error naming the file.
+        """
         path = self.box_file_path(sample)
         if not path_exists(path):
             raise VQADataError(f"question {sample.question_id}: box file {path} of image {sample.image_id} not found")
         record = read_box_file(path, fields=("features", "image_box_feature") if self.precomputed else ())
-        boxes, features = record["boxes"], record.get("features")
+        features = record.get("features")
         if self.precomputed and features is None:
             raise VQADataError(f"{path}: no 'features' (needed by NETWORK.IMAGE_FEAT_PRECOMPUTED, question "
                                f"{sample.question_id})")
+        width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
+        try:
+            boxes = check_boxes(record["boxes"], width, height, path)
+        except BoxError as err:
+            raise VQADataError(f"{err} (question {sample.question_id})") from err
+        if len(boxes) == 0:
+            if not self.add_image_as_a_box:
+                raise VQADataError(f"{path}: no boxes and DATASET.ADD_IMAGE_AS_A_BOX false: question "
+                                   f"{sample.question_id} would see no region at all")
+            warn_once(path, "no boxes", f"{path}: no boxes; image {sample.image_id} is seen as the whole-image box")
         if self.add_image_as_a_box:
-            width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
             boxes = prepend_whole_image_box(boxes, width, height)
             if features is not None:
-                whole = record.get("image_box_feature")
-                whole = features.mean(0) if whole is None else whole.reshape(-1)
-                features = np.concatenate([whole[None].astype(np.float32), features], 0)
+                try:
+                    whole = whole_image_feature(record, path)
+                except BoxFileError as err:
+                    raise VQADataError(f"{err} (question {sample.question_id}; the precomputed whole-image box "
+                                       f"needs it)") from err
+                features = np.concatenate([whole[None], features], 0)
         return boxes, features
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        boxes, features = self._regions(sample)
+        boxes, features = self.regions(sample)
         width, height = self.image_sizes[IMAGE_SETS[sample.image_set][0]][sample.image_id]
         image = None
         if not self.precomputed:
             path = self.image_path(sample)
             try:
-                image = open_image(path)
+                image = open_image_or_blank(path, (width, height), self.skip_unreadable_images)
             except (OSError, FileNotFoundError) as err:
                 raise VQADataError(f"question {sample.question_id}: cannot read image {path} ({err})") from err
         out = self.transform(image, boxes, image_size=(width, height))
         text = swap_left_right(sample.question) if out["flipped"] else sample.question
         ids = self.tokenizer.convert_tokens_to_ids(self.tokenizer.tokenize(text))
+        ids = truncate_to_budget(ids, text_budget(self.max_positions, QUESTION_SPECIALS, len(boxes)),
+                                 f"question {sample.question_id}")
         item = {"boxes": out["boxes"], "im_info": out["im_info"], "question": torch.tensor(ids, dtype=torch.long),
                 "question_id": sample.question_id, "index": index}
         if image is not None:

@@ -8,14 +8,18 @@ Prints the overall accuracy and the accuracy per answer type (percent, two decim
 import argparse
 import json
 
-from vqa.dataset import VQADataError, read_questions
+from common.atomic_write import write_json_atomic
+from vqa.files import VQADataError, read_questions
 from vqa.vqa_eval import evaluate, load_results
 
 
 def read_annotation_entries(path: str) -> list[dict]:
     """The `annotations` list of a v2 annotations file; errors name the file."""
     with open(path) as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise VQADataError(f"{path}: not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise VQADataError(f"{path}: expected a JSON object with an 'annotations' list")
     return data["annotations"]
@@ -40,8 +44,7 @@ def main(argv=None) -> dict:
     for answer_type, value in sorted(report["perAnswerType"].items()):
         print(f"  {answer_type:<8s} {value:.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({k: v for k, v in report.items() if k != "perQuestion"}, f, indent=1)
+        write_json_atomic(args.json, {k: v for k, v in report.items() if k != "perQuestion"}, indent=1)
     return report
 
 

@@ -82,27 +82,29 @@ class ResNetVLBERTForVQA(VLBertTaskModule):
     def __init__(self, cfg, tokenizer: BertTokenizer, answer_vocab: list[str]):
         super().__init__(cfg)
         net = cfg.NETWORK
-        if net.VLBERT.get("object_word_embed_mode", 2) != 2:
+        if net.VLBERT.object_word_embed_mode != 2:
             raise ValueError("VQA uses NETWORK.VLBERT.object_word_embed_mode 2 (one shared object word vector)")
         self.answer_vocab = list(answer_vocab)
+        self.tokenizer = tokenizer
         self.cls_id, self.sep_id, self.mask_id = tokenizer.cls_id, tokenizer.sep_id, tokenizer.mask_id
         self.no_grounding = bool(net.NO_GROUNDING)
         self.final_mlp = build_final_mlp(net.CLASSIFIER_TYPE, net.VLBERT.hidden_size, net.CLASSIFIER_HIDDEN_SIZE,
                                          net.CLASSIFIER_DROPOUT, len(self.answer_vocab), net.VLBERT.hidden_act)
 
     @classmethod
-    def from_config(cls, cfg) -> ResNetVLBERTForVQA:
-        """Build, then load BERT (and the ResNet) as the original `init_weight`; `mlm` takes BERT's MLM transform,
-        and CLASSIFIER_PRETRAINED sets the answer rows from the word embeddings."""
+    def build(cls, cfg) -> ResNetVLBERTForVQA:
+        """Construct with the BERT folder's wordpieces and DATASET.ANSWER_VOCAB_FILE's answers."""
         tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
-        vocab = read_answer_vocab(cfg.DATASET.ANSWER_VOCAB_FILE, int(cfg.DATASET.ANSWER_VOCAB_SIZE))
-        module = cls(cfg, tokenizer, vocab)
-        module.load_pretrained_parts()
-        if cfg.NETWORK.CLASSIFIER_TYPE == "mlm":
-            module.load_bert_mlm_transform()
-        if cfg.NETWORK.CLASSIFIER_PRETRAINED:
-            module.init_classifier_from_word_embeddings(tokenizer)
-        return module
+        return cls(cfg, tokenizer, read_answer_vocab(cfg.DATASET.ANSWER_VOCAB_FILE, int(cfg.DATASET.ANSWER_VOCAB_SIZE)))
+
+    def load_pretrained_parts(self) -> None:
+        """BERT (and the ResNet) as the original `init_weight`; then `mlm` takes BERT's MLM transform, and
+        CLASSIFIER_PRETRAINED sets the answer rows from the word embeddings."""
+        super().load_pretrained_parts()
+        if self.cfg.NETWORK.CLASSIFIER_TYPE == "mlm":
+            self.load_bert_mlm_transform()
+        if self.cfg.NETWORK.CLASSIFIER_PRETRAINED:
+            self.init_classifier_from_word_embeddings(self.tokenizer)
 
     # ---- initialisation ---------------------------------------------------------------------------------------
     def load_bert_mlm_transform(self) -> None:
@@ -135,16 +137,15 @@ class ResNetVLBERTForVQA(VLBertTaskModule):
 
     # ---- forward ----------------------------------------------------------------------------------------------
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        obj_reps, box_mask, _ = self.encode_regions(batch)
+        regions = self.encode_regions(batch)
         ids, token_types, text_mask, mask_pos = question_text(batch["question"], self.cls_id, self.sep_id,
                                                               self.mask_id)
-        text_visual = gather_by_tags(obj_reps, torch.zeros_like(ids))  # every token carries the whole-image box
+        text_visual = gather_by_tags(regions.obj_reps, torch.zeros_like(ids))  # every token: the whole-image box
         if self.no_grounding:
             text_visual = torch.zeros_like(text_visual)
-        text_states, _, _ = self.vlbert(ids, token_types, text_visual, text_mask, self.object_inputs(obj_reps),
-                                        box_mask, output_all_encoded_layers=False,
-                                        output_text_and_object_separately=True)
-        at_mask = text_states[torch.arange(ids.shape[0], device=ids.device), mask_pos]
+        states = self.vlbert(ids, token_types, text_visual, text_mask, self.object_inputs(regions.obj_reps),
+                             regions.box_mask, output_all_encoded_layers=False, output_text_and_object_separately=True)
+        at_mask = states.text[torch.arange(ids.shape[0], device=ids.device), mask_pos]
         logits = self.final_mlp(at_mask).float()
         outputs = {"label_logits": logits}
         if "answer_scores" in batch:

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from common.config import load_config
-from common.data.box_files import read_box_file
+from common.data.box_files import BoxFileError, read_box_file, whole_image_feature
+from common.data.boxes import BoxError, check_boxes
 from common.data.collate import collate_dicts
 from common.data.image_io import open_image
+from common.data.tokenizer import text_budget, truncate_to_budget
 from common.data.transforms import build_transform, prepend_whole_image_box
-from common.engine.inference import load_module_for_inference
-from vqa.dataset import VQADataset
+from common.engine.evaluate import load_module_for_inference
+from vqa.dataset import QUESTION_SPECIALS, VQADataset
 from vqa.task import VQA, cached_tokenizer
 
 TOP_K = 5
@@ -44,8 +46,12 @@ def regions(cfg, image_size: tuple[int, int], box_file: str | None, cells: int) 
     precomputed = bool(cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED)
     features = None
     if box_file is not None:
-        record = read_box_file(box_file)
-        boxes, features = record["boxes"], record.get("features")
+        try:
+            record = read_box_file(box_file)
+            boxes = check_boxes(record["boxes"], width, height, box_file)
+        except (BoxFileError, BoxError) as err:
+            raise SystemExit(str(err)) from err
+        features = record.get("features")
         if precomputed and features is None:
             raise SystemExit(f"{box_file} has no 'features': this config reads precomputed bottom-up features "
                              f"(NETWORK.IMAGE_FEAT_PRECOMPUTED true), so the box file must carry them")
@@ -59,8 +65,10 @@ def regions(cfg, image_size: tuple[int, int], box_file: str | None, cells: int) 
     boxes = np.clip(boxes, 0, [width - 1, height - 1, width - 1, height - 1]).astype(np.float32)
     boxes = prepend_whole_image_box(boxes, width, height)
     if features is not None and precomputed:
-        whole = record.get("image_box_feature")
-        whole = features.mean(0) if whole is None else whole.reshape(-1)
+        try:
+            whole = whole_image_feature(record, box_file)
+        except BoxFileError as err:
+            raise SystemExit(str(err)) from err
         features = np.concatenate([whole[None], features], 0).astype(np.float32)
     else:
         features = None
@@ -76,6 +84,8 @@ def predict(cfg, ckpt: str, image_path: str, question: str, box_file: str | None
     out = transform(None if features is not None else image, boxes, image_size=image.size)
     tokenizer = cached_tokenizer(cfg.NETWORK.BERT_MODEL_NAME)
     ids = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(question))
+    budget = text_budget(cfg.NETWORK.VLBERT.max_position_embeddings, QUESTION_SPECIALS, len(boxes))
+    ids = truncate_to_budget(ids, budget, f"--question {question[:40]!r}")
     item = {"boxes": out["boxes"], "im_info": out["im_info"], "question": torch.tensor(ids, dtype=torch.long),
             "index": 0}
     if features is not None:

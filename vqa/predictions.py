@@ -7,6 +7,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from common.atomic_write import open_atomic
+from common.engine.task import Predictions
+
 
 def result_file_name(result_name: str, split: str) -> str:
     """`<result-name>_vqa2_<split>.json`, the original's name."""
@@ -36,15 +39,16 @@ def result_records(question_ids: Sequence[int], answers: Sequence[str]) -> list[
 
 
 def write_result_file(records: list[dict], path: str) -> str:
-    """Write the result list as JSON (folders created); returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
+    """Write the result list as JSON (atomically, folders created); returns the path."""
+    with open_atomic(path) as f:
         json.dump(records, f)
     return path
 
 
-def write_vqa_predictions(outputs: Iterable[dict], dataset, path: str) -> str:
-    """Engine hook: inference outputs over `dataset` (a VQADataset) -> the EvalAI file at `path`."""
-    answers = predicted_answers(outputs, dataset.answer_vocab, len(dataset))
+def write_vqa_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
+    """`Task.write_predictions`: the EvalAI file `<result_dir>/<result_name>_vqa2_<image set>.json`."""
+    dataset = predictions.dataset
+    answers = predicted_answers(predictions.outputs, dataset.answer_vocab, len(dataset))
     question_ids = [dataset.question_id(i) for i in range(len(dataset))]
+    path = os.path.join(result_dir, result_file_name(result_name, predictions.image_set))
     return write_result_file(result_records(question_ids, answers), path)

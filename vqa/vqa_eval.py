@@ -164,8 +164,17 @@ def load_results(path: str) -> dict[int, str]:
     if not isinstance(results, list):
         raise ValueError(f"{path}: expected a JSON list of {{question_id, answer}}, found {type(results).__name__}")
     predictions: dict[int, str] = {}
+    duplicates: dict[int, int] = {}
     for i, entry in enumerate(results):
         if not isinstance(entry, dict) or "question_id" not in entry or "answer" not in entry:
             raise ValueError(f"{path}: entry {i} is not a {{question_id, answer}} object: {entry!r}")
-        predictions[int(entry["question_id"])] = str(entry["answer"])  # duplicates: the last one wins, as upstream
+        qid = int(entry["question_id"])
+        if qid in predictions:
+            duplicates[qid] = duplicates.get(qid, 1) + 1
+        predictions[qid] = str(entry["answer"])
+    if duplicates:
+        # upstream keeps the last answer silently, which changes the score; one answer per question is the format
+        listed = ", ".join(f"{qid} ({count}x)" for qid, count in sorted(duplicates.items())[:10])
+        raise ValueError(f"{path}: {len(duplicates)} question id(s) answered more than once: {listed}"
+                         f"{' ...' if len(duplicates) > 10 else ''}")
     return predictions

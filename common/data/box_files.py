@@ -3,18 +3,20 @@
 Schema (jackroos/bottom-up-attention `generate_tsv_v2.py`): `image_id`, `image_w`, `image_h`, `num_boxes`,
 `boxes` [N, 4] (x1, y1, x2, y2, original pixels), `features` [N, 2048], `classes` [N, 1601], `attrs` [N, 401]
 and an optional `image_box_feature` [1, 2048]; arrays are little-endian float32, standard base64.
+Every decoded array must be finite (a NaN/inf value is an error naming file and field); `validate_box_file` also
+checks the box geometry against the stored image size, for the data checks.
 """
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import os
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from common.atomic_write import write_json_atomic
+from common.data.boxes import BoxError, check_boxes
 from common.data.image_io import read_json
 
 PER_BOX_FIELDS = ("boxes", "features", "classes", "attrs")
@@ -31,7 +33,7 @@ def encode_array(array: np.ndarray) -> str:
 
 
 def decode_array(text: str, path: str = "<memory>", field: str = "?") -> np.ndarray:
-    """base64 text -> flat float32 array; errors name the file and field."""
+    """base64 text -> flat float32 array; errors name the file and field (NaN and inf values are errors)."""
     if not isinstance(text, str):
         raise BoxFileError(f"{path}: field '{field}' should be a base64 string, found {type(text).__name__}")
     try:
@@ -40,7 +42,13 @@ def decode_array(text: str, path: str = "<memory>", field: str = "?") -> np.ndar
         raise BoxFileError(f"{path}: field '{field}' is not valid base64 ({err})") from err
     if len(raw) % 4:
         raise BoxFileError(f"{path}: field '{field}' holds {len(raw)} bytes, not a whole number of float32 values")
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    values = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    finite = np.isfinite(values)
+    if not finite.all():
+        position = int(np.flatnonzero(~finite)[0])
+        raise BoxFileError(f"{path}: field '{field}' holds {int((~finite).sum())} NaN/inf value(s), the first at "
+                           f"position {position} ({values[position]})")
+    return values
 
 
 def _rows(flat: np.ndarray, num_boxes: int, path: str, field: str, width: int | None) -> np.ndarray:
@@ -121,6 +129,38 @@ def write_box_file(path: str, boxes: np.ndarray, features: np.ndarray | None = N
         record[name] = encode_array(array)
     if image_box_feature is not None:
         record["image_box_feature"] = encode_array(np.asarray(image_box_feature, dtype=np.float32).reshape(1, -1))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(record, f)
+    write_json_atomic(path, record)
+
+
+def whole_image_feature(record: dict[str, Any], path: str) -> np.ndarray:
+    """Feature [D] of the whole-image box: `image_box_feature` when the file has it, else the mean of the box
+    features. A file with no boxes and no `image_box_feature` has no such feature: BoxFileError naming it."""
+    if "image_box_feature" in record:
+        return record["image_box_feature"].reshape(-1).astype(np.float32)
+    features = record.get("features")
+    if features is None or len(features) == 0:
+        raise BoxFileError(f"{path}: {record.get('num_boxes', 0)} boxes and no 'image_box_feature': the whole-image "
+                           f"feature would be the mean of an empty set of box features")
+    return features.mean(0).astype(np.float32)
+
+
+def validate_box_file(path: str, feature_dim: int | None = None, require_features: bool = False,
+                      min_boxes: int = 0, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read every field of a box file (or only `fields`, e.g. those a dataset reads) and check it strictly; returns
+    the record or raises BoxFileError.
+
+    Beyond `read_box_file` (JSON, base64, lengths, finite values): at least `min_boxes` boxes, `features` present
+    when `require_features`, and each box valid for the stored `image_w` x `image_h` (common.data.boxes.check_boxes:
+    no inverted box, none wholly outside the image).
+    """
+    record = read_box_file(path, fields=fields, feature_dim=feature_dim)
+    if record["num_boxes"] < min_boxes:
+        raise BoxFileError(f"{path}: {record['num_boxes']} boxes, at least {min_boxes} needed")
+    if require_features and "features" not in record:
+        raise BoxFileError(f"{path}: no 'features' field (needed by NETWORK.IMAGE_FEAT_PRECOMPUTED)")
+    if "image_w" in record and "image_h" in record:
+        try:
+            check_boxes(record["boxes"], record["image_w"], record["image_h"], path)
+        except BoxError as err:
+            raise BoxFileError(str(err)) from err
+    return record

@@ -1,7 +1,8 @@
 """Read images, bytes and JSON from a folder path or from inside a zip archive (`archive.zip@/inner/path`).
 
 One ZipFile handle is cached per archive per process (keyed by pid, so DataLoader workers open their own after
-fork). Every error names the file, or the archive and the entry.
+fork). Every error names the file, or the archive and the entry. `open_image_or_blank` is the one place where
+DATASET.SKIP_UNREADABLE_IMAGES is applied, for every task.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import zipfile
 from typing import Any
 
 from PIL import Image
+
+from common.atomic_write import write_json_atomic  # noqa: F401 - kept importable from here
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,22 @@ def open_image(path: str, none_on_error: bool = False) -> Image.Image | None:
             log.warning("%s", error)
             return None
         raise error from err
+
+
+def open_image_or_blank(path: str, size: tuple[int, int] | None, skip_unreadable: bool) -> Image.Image:
+    """`open_image`, or with `skip_unreadable` (DATASET.SKIP_UNREADABLE_IMAGES) a black RGB image of `size` (w, h)
+    in place of a missing or undecodable file, with a warning naming it.
+
+    The size must come from the annotations (not the file), so boxes and im_info stay those of the real image;
+    without it (None) the error is raised as without the flag.
+    """
+    try:
+        return open_image(path)
+    except (ImageReadError, FileNotFoundError) as err:
+        if not skip_unreadable or size is None:
+            raise
+        log.warning("%s; using a black %dx%d image instead (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
+        return Image.new("RGB", (int(size[0]), int(size[1])))
 
 
 def image_size(path: str) -> tuple[int, int]:

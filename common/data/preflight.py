@@ -1,27 +1,65 @@
 """Pre-flight data check: every file and folder a config will read exists and parses, reported as one list.
 
-Each problem names the file and the config key that points at it. `preflight` is the cheap mode (existence plus
-a handful of samples) that training start runs; `data/check.py` runs `check_data` with a larger sample.
+Each problem names the file and the config key that points at it. The generic pieces live here (`Problems`, the
+network weights, sampling); each task's own check is its `Task.check_data` (e.g. `vqa/check.py`). `preflight` is
+the cheap mode (existence plus a handful of samples) that training start runs; `data/check.py` runs `check_data`
+with a larger sample, or with every file (`samples=None`) in worker processes.
+
+Annotation files are read in this process (they say which images and box files exist); the per-file checks of
+images and box files (`common/data/file_checks.py`) are queued by `Problems.image` / `Problems.box_file` /
+`Problems.check` and run together, in parallel when asked, at the end of `check_data`.
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
-from types import SimpleNamespace
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from common.data.box_files import read_box_file
-from common.data.image_io import open_image, path_exists
-from common.data.shards import sections_reading_files
+from common.config_node import ConfigNode
+from common.data.file_checks import FileCheck, box_file_problems, image_problems, run_file_checks
+from common.data.image_io import path_exists
+
+if TYPE_CHECKING:  # the Task value names its check with `Problems`; annotations only
+    from common.engine.task import Task
 
 log = logging.getLogger(__name__)
-TASKS = ("vqa", "vcr", "refcoco", "pretrain")
 SPLITS = ("TRAIN", "VAL", "TEST")
+MAX_BAD_LINES = 20  # broken lines named per JSON-lines file; the rest are counted
 
 
 class Problems(list):
-    """A list of problem lines with helpers that never raise."""
+    """A list of problem lines with helpers that never raise.
+
+    Per-file checks (`image`, `box_file`, `check`) run at once, or, with `deferred`, are queued in `checks` for
+    `run_checks` (which `check_data` calls, in worker processes when asked). A file that two config sections name
+    (VAL and TEST reading the same index, say) is read and reported once.
+    """
+
+    def __init__(self, deferred: bool = False):
+        super().__init__()
+        self.deferred = deferred
+        self.checks: list[FileCheck] = []
+        self._seen: set[str] = set()  # checks queued or run
+        self._parsed: dict[tuple, object] = {}  # annotation file -> what json_file / jsonl_records returned
+
+    def check(self, function: Callable[..., list[str]], *args, **kwargs) -> None:
+        """Run (or queue) `function(*args, **kwargs) -> problem lines`; the function must be importable."""
+        job = FileCheck(function, args, kwargs)
+        signature = repr((function.__module__, function.__qualname__, args, sorted(kwargs.items())))
+        if signature in self._seen:
+            return
+        self._seen.add(signature)
+        if self.deferred:
+            self.checks.append(job)
+        else:
+            self.extend(job())
+
+    def run_checks(self, workers: int = 1, progress: bool = False) -> None:
+        """Run the queued checks and add their problems."""
+        checks, self.checks = self.checks, []
+        self.extend(run_file_checks(checks, workers, progress))
 
     def need(self, path: str, key: str, what: str = "file") -> bool:
         if path and (os.path.isdir(path) or path_exists(path)):
@@ -30,6 +68,12 @@ class Problems(list):
         return False
 
     def json_file(self, path: str, key: str, top_keys: tuple[str, ...] = ()) -> object | None:
+        """A JSON file parsed (once per path), with the `top_keys` of its object; None (reported) otherwise."""
+        if ("json", path, top_keys) not in self._parsed:
+            self._parsed["json", path, top_keys] = self._read_json(path, key, top_keys)
+        return self._parsed["json", path, top_keys]
+
+    def _read_json(self, path: str, key: str, top_keys: tuple[str, ...]) -> object | None:
         if not self.need(path, key):
             return None
         try:
@@ -44,71 +88,70 @@ class Problems(list):
             return None
         return data
 
-    def jsonl_file(self, path: str, key: str, limit: int | None = None) -> list:
-        """Parse a JSON-lines file (all lines: a broken line hours in is what this check is for)."""
+    def jsonl_records(self, path: str, key: str) -> list[tuple[int, object]]:
+        """(line number, parsed line) of every non-empty line of a JSON-lines file: every line is read (a broken
+        line hours in is what this check is for), each broken line reported (the first MAX_BAD_LINES by number,
+        then a count). A file is read (and reported) once."""
+        if ("jsonl", path) not in self._parsed:
+            self._parsed["jsonl", path] = self._read_jsonl(path, key)
+        return self._parsed["jsonl", path]  # type: ignore[return-value]
+
+    def _read_jsonl(self, path: str, key: str) -> list[tuple[int, object]]:
         if not self.need(path, key):
             return []
-        rows = []
-        with open(path, encoding="utf-8") as f:
+        rows, bad = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
+                    rows.append((number, json.loads(line)))
                 except ValueError as err:
-                    self.append(f"{path}:{number}: not valid JSON ({err}) (config {key})")
-                    return rows
-                if limit is None or len(rows) < limit:
-                    rows.append(row)
-        if not rows:
+                    bad += 1
+                    if bad <= MAX_BAD_LINES:
+                        self.append(f"{path}:{number}: not valid JSON ({err}) (config {key})")
+        if bad > MAX_BAD_LINES:
+            self.append(f"{path}: {bad - MAX_BAD_LINES} more broken line(s) (config {key})")
+        if not rows and not bad:
             self.append(f"{path}: no records (config {key})")
         return rows
 
+    def jsonl_file(self, path: str, key: str, limit: int | None = None) -> list:
+        """The parsed lines of a JSON-lines file (the first `limit`), every line checked (`jsonl_records`)."""
+        return [row for _, row in self.jsonl_records(path, key)][:limit]
+
     def image(self, path: str, key: str) -> None:
-        if self.need(path, key, "image"):
-            try:
-                open_image(path)
-            except Exception as err:  # noqa: BLE001 - any decoder error is a problem to report
-                self.append(f"image does not open: {path} ({err}) (config {key})")
+        """The image exists and decodes completely."""
+        self.check(image_problems, path, key)
 
-    def box_file(self, path: str, key: str, num_classes: int | None = None, allow_empty: bool = False) -> None:
-        """Exists, parses, has boxes (unless `allow_empty`); with `num_classes`, also `classes` [N, num_classes]
-        (the MVRC target)."""
-        if self.need(path, key, "box file"):
-            try:
-                record = read_box_file(path, fields=("classes",) if num_classes else (), feature_dim=None)
-            except Exception as err:  # noqa: BLE001
-                self.append(f"box file does not read: {path} ({err}) (config {key})")
-                return
-            if record["num_boxes"] == 0:
-                if not allow_empty:
-                    self.append(f"box file is empty (0 boxes): {path} (config {key})")
-            elif num_classes and "classes" not in record:
-                self.append(f"box file has no 'classes' (the MVRC target): {path} (config {key})")
-            elif num_classes and record["classes"].shape[1] != num_classes:
-                self.append(f"box file {path}: 'classes' has {record['classes'].shape[1]} columns (detector classes, "
-                            f"background included) but NETWORK.VLBERT.visual_region_classes is {num_classes}; set "
-                            f"the key to {record['classes'].shape[1]} (data/extract_boxes.py prints it)")
+    def box_file(self, path: str, key: str, num_classes: int | None = None, allow_empty: bool = False,
+                 **rules) -> None:
+        """The fields read (`rules["fields"]`, default the boxes, and `classes` with `num_classes`) decode and are
+        finite, the boxes fit the image; has boxes (unless `allow_empty`); with `num_classes`, also `classes`
+        [N, num_classes] (the MVRC target). `rules`: see `box_file_problems`."""
+        rules.setdefault("fields", ("classes",) if num_classes else ())
+        self.check(box_file_problems, path, key, min_boxes=0 if allow_empty else 1, num_classes=num_classes,
+                   **rules)
 
 
-def spread(items: list, count: int) -> list:
-    """Up to `count` items evenly spaced over the list (deterministic)."""
-    if len(items) <= count:
+def spread(items: list, count: int | None) -> list:
+    """Up to `count` items evenly spaced over the list (deterministic); every item when `count` is None."""
+    if count is None or len(items) <= count:
         return list(items)
     step = len(items) / count
     return [items[int(i * step)] for i in range(count)]
 
 
 # ---- network weights -------------------------------------------------------------------------------------------
-def check_network(cfg, out: Problems, bert_folder: bool = True) -> None:
+def check_network(cfg: ConfigNode, out: Problems, bert_folder: bool = True) -> None:
     """Weight files; the BERT_MODEL_NAME folder (which the loader may skip, training from scratch) if `bert_folder`."""
     net = cfg.NETWORK
-    vocab_size = (net.get("VLBERT") or {}).get("vocab_size")
-    if net.get("BERT_PRETRAINED"):
-        out.need(f"{net.BERT_PRETRAINED}-{int(net.get('BERT_PRETRAINED_EPOCH', 0)):04d}.model",
+    vocab_size = net.VLBERT.vocab_size
+    if net.BERT_PRETRAINED:
+        out.need(f"{net.BERT_PRETRAINED}-{int(net.BERT_PRETRAINED_EPOCH):04d}.model",
                  "NETWORK.BERT_PRETRAINED/BERT_PRETRAINED_EPOCH")
-    elif bert_folder and not (net.get("VLBERT") or {}).get("from_scratch", False):
-        name = net.get("BERT_MODEL_NAME", "")
+    elif bert_folder and not net.VLBERT.get("from_scratch", False):  # from_scratch: a pretraining-only key
+        name = net.BERT_MODEL_NAME
         if out.need(name, "NETWORK.BERT_MODEL_NAME", "BERT folder") and os.path.isdir(name):
             weights = [n for n in ("model.safetensors", "pytorch_model.bin") if os.path.isfile(os.path.join(name, n))]
             if not weights:
@@ -117,158 +160,53 @@ def check_network(cfg, out: Problems, bert_folder: bool = True) -> None:
             if out.need(vocab, "NETWORK.BERT_MODEL_NAME"):
                 with open(vocab, encoding="utf-8") as f:
                     lines = sum(1 for _ in f)
-                if vocab_size is not None and lines != vocab_size:
+                if lines != vocab_size:
                     out.append(f"{vocab}: {lines} tokens but NETWORK.VLBERT.vocab_size is {vocab_size}")
-    if not net.get("IMAGE_FEAT_PRECOMPUTED", False) and net.get("IMAGE_PRETRAINED"):
+    if not net.IMAGE_FEAT_PRECOMPUTED and net.IMAGE_PRETRAINED:
         from common.model.resnet import resolve_resnet_weights_path  # the path rule FastRCNN loads by
 
-        out.need(resolve_resnet_weights_path(net.IMAGE_PRETRAINED, int(net.get("IMAGE_PRETRAINED_EPOCH", 0))),
+        out.need(resolve_resnet_weights_path(net.IMAGE_PRETRAINED, int(net.IMAGE_PRETRAINED_EPOCH)),
                  "NETWORK.IMAGE_PRETRAINED/IMAGE_PRETRAINED_EPOCH")
-    if net.get("PARTIAL_PRETRAIN"):
+    if net.PARTIAL_PRETRAIN:
         out.need(net.PARTIAL_PRETRAIN, "NETWORK.PARTIAL_PRETRAIN")
 
 
-# ---- tasks -----------------------------------------------------------------------------------------------------
-def check_vqa(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
-    from vqa.dataset import IMAGE_SETS, UNK, VQADataset
-
-    ds = cfg.DATASET
-    root = ds.DATASET_PATH
-    if not out.need(root, "DATASET.DATASET_PATH", "dataset folder"):
-        return
-    vocab = ds.get("ANSWER_VOCAB_FILE", "")
-    if out.need(vocab, "DATASET.ANSWER_VOCAB_FILE"):
-        with open(vocab, encoding="utf-8") as f:
-            answers = [line.strip().lower() for line in f if line.strip()]
-        if UNK not in answers:
-            out.append(f"{vocab}: no {UNK} line (config DATASET.ANSWER_VOCAB_FILE)")
-        if len(answers) != ds.ANSWER_VOCAB_SIZE:
-            out.append(f"{vocab}: {len(answers)} answers but DATASET.ANSWER_VOCAB_SIZE is {ds.ANSWER_VOCAB_SIZE}")
-    paths = SimpleNamespace(data_path=root, zip_mode=bool(ds.get("ZIP_MODE", False)), boxes=str(ds.get("BOXES")))
-    for split in splits:
-        key = f"DATASET.{split}_IMAGE_SET"
-        for name in [n for n in str(ds.get(f"{split}_IMAGE_SET", "")).split("+") if n]:
-            if name not in IMAGE_SETS:
-                out.append(f"unknown VQA image set {name!r} (config {key})")
-                continue
-            questions = out.json_file(os.path.join(root, "vqa", f"v2_OpenEnded_mscoco_{name}_questions.json"),
-                                      f"DATASET.DATASET_PATH + {key}", ("questions",))
-            if not name.startswith("test"):
-                out.json_file(os.path.join(root, "vqa", f"v2_mscoco_{name}_annotations.json"),
-                              f"DATASET.DATASET_PATH + {key}", ("annotations",))
-            out.json_file(os.path.join(root, IMAGE_SETS[name][1]), f"DATASET.DATASET_PATH + {key}", ("images",))
-            images = sorted({q.get("image_id") for q in (questions or {}).get("questions", []) if isinstance(q, dict)}
-                            - {None})
-            for image_id in spread(images, samples):
-                sample = SimpleNamespace(image_set=name, image_id=image_id)
-                out.image(VQADataset.image_path(paths, sample), f"DATASET.DATASET_PATH + {key}")
-                out.box_file(VQADataset.box_file_path(paths, sample), "DATASET.DATASET_PATH + DATASET.BOXES")
-
-
-def check_vcr(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
-    ds = cfg.DATASET
-    root = ds.DATASET_PATH
-    if not out.need(root, "DATASET.DATASET_PATH", "dataset folder"):
-        return
-    for split in splits:
-        key = f"DATASET.{split}_ANNOTATION_FILE"
-        rows = out.jsonl_file(os.path.join(root, ds.get(f"{split}_ANNOTATION_FILE", "")), key)
-        image_root = os.path.join(root, ds.get(f"{split}_IMAGE_SET", ""))
-        for row in spread(rows, samples):
-            if isinstance(row, dict) and "img_fn" in row:
-                out.image(os.path.join(image_root, row["img_fn"]), f"DATASET.{split}_IMAGE_SET")
-                out.need(os.path.join(image_root, row.get("metadata_fn", "")), f"DATASET.{split}_IMAGE_SET")
-
-
-def check_refcoco(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
-    from refcoco.dataset import DETECTIONS_FILE, VG_BOX_FOLDER, image_path
-
-    root = cfg.DATASET.DATASET_PATH
-    if not out.need(root, "DATASET.DATASET_PATH", "dataset folder"):
-        return
-    out.need(os.path.join(root, "refcoco+", "refs(unc).p"), "DATASET.DATASET_PATH")
-    instances = out.json_file(os.path.join(root, "annotations", "instances_train2014.json"), "DATASET.DATASET_PATH",
-                              ("images", "annotations"))
-    out.json_file(os.path.join(root, DETECTIONS_FILE), "DATASET.DATASET_PATH")
-    zip_mode = bool(cfg.DATASET.get("ZIP_MODE", False))
-    for image in spread((instances or {}).get("images", []), samples):
-        out.image(image_path(root, image["id"], zip_mode), "DATASET.DATASET_PATH")
-        if cfg.NETWORK.get("IMAGE_FEAT_PRECOMPUTED", False):
-            out.box_file(os.path.join(root, VG_BOX_FOLDER, f"{image['id']}.json"), "DATASET.DATASET_PATH")
-
-
-def check_pretrain(cfg, out: Problems, samples: int, splits: tuple[str, ...] = SPLITS) -> None:
-    from common.config import dataset_sections
-    from pretrain.datasets.conceptual_captions import ANNOTATION_FILES, folder_path
-
-    net = cfg.NETWORK
-    num_classes = int(net.VLBERT.visual_region_classes) if net.get("WITH_MVRC_LOSS", False) else None
-    for i, ds in sections_reading_files(dataset_sections(cfg), splits, out):  # shard sections checked there
-        where = f"DATASET[{i}]"
-        if ds.DATASET == "general_corpus":
-            for split in splits:
-                for path in [p for p in str(ds.get(f"{split}_ANNOTATION_FILE", "")).split("+") if p]:
-                    out.need(path, f"{where}.{split}_ANNOTATION_FILE")
-        elif ds.DATASET == "conceptual_captions":
-            root = ds.DATASET_PATH
-            if not out.need(root, f"{where}.DATASET_PATH", "dataset folder"):
-                continue
-            for split in splits:
-                image_set = ds.get(f"{split}_IMAGE_SET", "")
-                if image_set in ANNOTATION_FILES:
-                    rows = out.jsonl_file(os.path.join(root, ANNOTATION_FILES[image_set]),
-                                          f"{where}.{split}_IMAGE_SET")
-                    zip_mode = bool(ds.get("ZIP_MODE", False))
-                    # an image without detections still trains its caption (ConceptualCaptionsDataset)
-                    box_file = functools.partial(out.box_file, num_classes=num_classes, allow_empty=True)
-                    for row in spread(rows, samples):
-                        for field, check in (("image", out.image), ("frcnn", box_file)):
-                            if isinstance(row, dict) and isinstance(row.get(field), str):
-                                stored = row[field]
-                                check(os.path.join(root, stored if zip_mode else folder_path(stored)),
-                                      f"{where}.DATASET_PATH")
-        else:
-            out.need(ds.get("DATASET_PATH", ""), f"{where}.DATASET_PATH", "dataset folder")
-
-
-CHECKS = {"vqa": check_vqa, "vcr": check_vcr, "refcoco": check_refcoco, "pretrain": check_pretrain}
-
-
-def check_data(cfg, task_name: str, samples: int = 20, bert_folder: bool = True,
-               splits: tuple[str, ...] = SPLITS) -> list[str]:
-    """All problems found for `task_name` (one of TASKS), sampling up to `samples` images/box files per split;
-    only the config sections in `splits` (TRAIN / VAL / TEST) are looked at."""
-    if task_name not in CHECKS:
-        raise ValueError(f"unknown task {task_name!r}; expected one of {TASKS}")
-    out = Problems()
+def check_data(cfg: ConfigNode, task: Task, samples: int | None = 20, bert_folder: bool = True,
+               splits: tuple[str, ...] = SPLITS, workers: int = 1, progress: bool = False) -> list[str]:
+    """All problems found for `task` (the network weights, then the task's own `check_data`), checking up to
+    `samples` images/box files per split (every one when None) in `workers` processes; only the config sections
+    in `splits` (TRAIN / VAL / TEST) are looked at."""
+    out = Problems(deferred=True)
     check_network(cfg, out, bert_folder)
-    try:
-        CHECKS[task_name](cfg, out, samples, tuple(splits))
-    except Exception as err:  # noqa: BLE001 - report, do not stop: the point is one complete list
-        out.append(f"check stopped early: {type(err).__name__}: {err}")
+    if task.check_data is not None:
+        try:
+            task.check_data(cfg, out, samples, tuple(splits))
+        except Exception as err:  # noqa: BLE001 - report, do not stop: the point is one complete list
+            out.append(f"check stopped early: {type(err).__name__}: {err}")
+    out.run_checks(workers, progress)
     return list(dict.fromkeys(out))
 
 
-def preflight(cfg, task_name: str, splits: tuple[str, ...] = SPLITS) -> list[str]:
+def preflight(cfg: ConfigNode, task: Task, splits: tuple[str, ...] = SPLITS) -> list[str]:
     """Cheap mode for training start: existence and parsing plus 3 samples per split in `splits` (the sections
-    the run reads); [] for other tasks.
+    the run reads); [] for a task without a data check.
 
     The BERT_MODEL_NAME folder is left to `data/check.py`: training without it is allowed (from scratch).
     """
-    if task_name not in CHECKS:
+    if task.check_data is None:
         return []
-    return check_data(cfg, task_name, samples=3, bert_folder=False, splits=splits)
+    return check_data(cfg, task, samples=3, bert_folder=False, splits=splits)
 
 
 class PreflightError(FileNotFoundError):
     """Raised at training start when data or weight files the config names are missing or broken."""
 
 
-def require_data(cfg, task_name: str, splits: tuple[str, ...] = SPLITS) -> None:
+def require_data(cfg: ConfigNode, task: Task, splits: tuple[str, ...] = SPLITS) -> None:
     """Run `preflight` on `splits` and raise one error listing every problem (each also logged)."""
-    problems = preflight(cfg, task_name, splits)
+    problems = preflight(cfg, task, splits)
     for problem in problems:
         log.error("pre-flight: %s", problem)
     if problems:
-        raise PreflightError(f"{len(problems)} data problem(s) before training {task_name} "
+        raise PreflightError(f"{len(problems)} data problem(s) before training {task.name} "
                              "(run data/check.py for a full check):\n" + "\n".join(f"  - {p}" for p in problems))

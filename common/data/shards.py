@@ -12,7 +12,6 @@ import logging
 import os
 import tarfile
 from collections.abc import Iterator
-from typing import Any
 
 from webdataset.shardlists import expand_urls
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
@@ -102,6 +101,17 @@ def sample_counts(shards: list[str]) -> list[int]:
     return counts
 
 
+def shard_holding(shards: list[str], index: int) -> tuple[str, str, str] | None:
+    """(shard, first key, last key) of the first shard whose record's numeric key range holds `index` (keys are
+    record numbers for make_shards' record inputs, img2dataset's numbers otherwise), or None when no record says."""
+    for shard in shards:
+        record = read_sidecar(shard, check_size=False) or {}
+        first, last = str(record.get("first_key") or ""), str(record.get("last_key") or "")
+        if first.isdigit() and last.isdigit() and int(first) <= index <= int(last):
+            return shard, first, last
+    return None
+
+
 def missing_shards(shards: list[str]) -> list[str]:
     return [shard for shard in shards if not os.path.isfile(shard)]
 
@@ -141,31 +151,3 @@ def iter_shard(shard: str, expected: int | None = None) -> Iterator[dict]:
     if expected is not None and count < expected:
         raise ShardError(f"shard {shard}: ends after key {last_key!r} with {count} of its {expected} samples "
                          f"(truncated?)")
-
-
-def shard_problems(section, splits: tuple[str, ...], where: str = "DATASET") -> list[str]:
-    """Pre-flight problems of a FORMAT wds dataset section: each split's `{SPLIT}_SHARDS` given and every shard
-    present (the first few missing ones named)."""
-    problems = []
-    for split in splits:
-        key = f"{where}.{split}_SHARDS"
-        try:
-            shards = expand_shards(section.get(f"{split}_SHARDS", ""), section.get("DATASET_PATH", ""), key)
-        except ValueError as err:
-            problems.append(str(err))
-            continue
-        missing = missing_shards(shards)
-        problems += [f"shard not found: {path} (config {key})" for path in missing[:5]]
-        if len(missing) > 5:
-            problems.append(f"... and {len(missing) - 5} more of the {len(shards)} shards of {key}")
-    return problems
-
-
-def sections_reading_files(sections: list, splits: tuple[str, ...], problems: list) -> Iterator[tuple[int, Any]]:
-    """(index, section) of the dataset sections that read files; the pre-flight problems of the FORMAT wds ones
-    (`shard_problems`) are appended to `problems` instead."""
-    for i, section in enumerate(sections):
-        if section.get("FORMAT", "files") == "wds":
-            problems.extend(shard_problems(section, splits, f"DATASET[{i}]"))
-        else:
-            yield i, section

@@ -23,7 +23,7 @@ from webdataset.filters import shuffle as wds_shuffle
 
 from common.data.collate import collate_dicts
 from common.data.masking import SharedEpoch
-from common.data.shards import ShardError, iter_shard, missing_shards, sample_counts
+from common.data.shards import ShardError, iter_shard, missing_shards, sample_counts, shard_holding
 
 log = logging.getLogger(__name__)
 MIN_JUDGED_SAMPLES = 1000  # the bad-sample share is judged once this many (or a rank's epoch) have been read
@@ -99,6 +99,13 @@ class ShardSamples:
     def epoch(self) -> int:
         return self._epoch.get()
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages (the non-finite guard): its sample index and the shard whose records'
+        key range holds it (read from the shard records only when asked)."""
+        found = shard_holding(self.shards, int(index))
+        where = f"shard {found[0]} (keys {found[1]}..{found[2]})" if found else f"one of {len(self.shards)} shards"
+        return f"{self.name}: sample index {index}, {where}"
+
     def __iter__(self) -> Iterator[dict]:
         reader = ShardBatches(self, batch_size=1)
         return reader.items(range(len(self.shards)), reader.counter, 0, None)
@@ -112,7 +119,7 @@ class ShardBatches(IterableDataset):
                  num_workers: int = 0, seed_offset: int = 0):
         if batch_size is None or batch_size < 1:
             raise ValueError(f"{samples.name}: batch size must be positive, found {batch_size}")
-        self.samples, self.batch_size = samples, int(batch_size)
+        self.samples, self.batch_size, self.name = samples, int(batch_size), samples.name
         self.world_size, self.rank, self.num_workers = int(world_size), int(rank), int(num_workers)
         self.seed = samples.seed + int(seed_offset)
         self.counter = SampleCounter(self.num_workers)
@@ -126,6 +133,9 @@ class ShardBatches(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.samples.set_epoch(epoch)
+
+    def describe(self, index: int) -> str:
+        return self.samples.describe(index)
 
     def bad_sample_counts(self) -> tuple[int, int]:
         """(samples read, samples skipped as bad) by this rank's workers since the loader was built."""

@@ -1,6 +1,7 @@
 """BERT WordPiece tokenisation over a `vocab.txt` (the `tokenizers` library), with the calls the task datasets use.
 
 Behaves like the original `BertTokenizer` (basic tokenisation + greedy longest-match WordPiece, `[UNK]` fallback).
+`text_budget` / `truncate_to_budget` keep a text within VL-BERT's position table (max_position_embeddings).
 """
 from __future__ import annotations
 
@@ -33,6 +34,36 @@ def read_vocab(vocab_file: str) -> list[str]:
 def vocab_is_uncased(tokens: list[str]) -> bool:
     """An uncased BERT vocab has no ASCII capitals outside bracketed specials such as [CLS] or [unused0]."""
     return not any(_ASCII_UPPER.search(t) for t in tokens if not (t.startswith("[") and t.endswith("]")))
+
+
+def text_budget(max_positions: int, num_special: int, num_boxes: int) -> int:
+    """Wordpieces a text may keep so that one sequence fits the position table of `max_positions` rows.
+
+    The packed sequence is text (with its `num_special` [CLS]/[SEP]/[MASK]), the boxes and [END]; the text takes
+    positions 0..T-1, every box T, [END] T + 1, and the padding slots of a batch keep their index, so
+    text + specials + max(boxes, 1) + 1 must not exceed max_positions.
+    """
+    return int(max_positions) - int(num_special) - max(int(num_boxes), 1) - 1
+
+
+def truncate_to_budget(ids: list[int], budget: int, item: str) -> list[int]:
+    """The first `budget` ids (the end is cut, as the original's caption and VCR truncation did), with a warning
+    naming `item`; a budget below 1 (the boxes alone fill the table) is a ValueError naming it."""
+    if len(ids) <= budget:
+        return ids
+    if budget < 1:
+        raise ValueError(f"{item}: no room for any text in NETWORK.VLBERT.max_position_embeddings (the boxes fill it)")
+    log.warning("%s: text of %d wordpieces cut to %d to fit NETWORK.VLBERT.max_position_embeddings", item, len(ids),
+                budget)
+    return ids[:budget]
+
+
+def check_seq_len(seq_len: int, max_positions: int, key: str = "DATASET.SEQ_LEN") -> None:
+    """A SEQ_LEN that bounds text + boxes must leave room for [END] (and its position T + 1) in the table."""
+    if int(seq_len) + 2 > int(max_positions):
+        raise ValueError(f"{key} {seq_len} does not fit NETWORK.VLBERT.max_position_embeddings {max_positions}: "
+                         f"it must be at most {int(max_positions) - 2} (a text of SEQ_LEN tokens puts [END] at "
+                         f"position SEQ_LEN + 1)")
 
 
 class BertTokenizer:

@@ -73,7 +73,11 @@ def flip_boxes(boxes, width: float) -> Tensor:
 
 
 def clamp_boxes(boxes, width: float, height: float) -> Tensor:
-    """Clamp x to [0, width - 1] and y to [0, height - 1]."""
+    """Clamp x to [0, width - 1] and y to [0, height - 1].
+
+    Readers check boxes first (`common.data.boxes.check_boxes`: broken boxes are errors, far-out ones warned), so
+    here it only trims the one pixel of the x2 = x + w convention and rounding after a resize.
+    """
     boxes = as_box_tensor(boxes)
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clamp(0, width - 1)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clamp(0, height - 1)
@@ -141,7 +145,7 @@ def swap_left_right(words_or_text: str | list[str]) -> str | list[str]:
 
 @dataclass
 class VisualTransform:
-    """Resize -> random flip -> normalise, on (image or None, boxes, masks); boxes clamped at the end.
+    """Resize -> random flip -> normalise, on (image or None, boxes, masks); boxes clamped at the end (`clamp_boxes`).
 
     Call returns a dict: image [3, H, W] (or None), boxes [N, C] float32, masks (flipped along the width
     when the image is), im_info [4] = (w, h, scale_x, scale_y) of the resized image, flipped (bool).

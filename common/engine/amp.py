@@ -8,10 +8,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from common.config_node import ConfigNode
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,15 @@ class MixedPrecision:
         self._reported_skips = 0
 
     @classmethod
-    def from_config(cls, cfg: Any, device: torch.device) -> MixedPrecision:
+    def from_config(cls, cfg: ConfigNode, device: torch.device) -> MixedPrecision:
         """TRAIN.FP16 (fp16 + scaler, initial scale FP16_LOSS_SCALE or the default for 'dynamic') or TRAIN.BF16."""
-        fp16, bf16 = bool(cfg.TRAIN.FP16), bool(cfg.TRAIN.get("BF16", False))
+        fp16, bf16 = bool(cfg.TRAIN.FP16), bool(cfg.TRAIN.BF16)
         if fp16 and bf16:
             raise ValueError("TRAIN.FP16 and TRAIN.BF16 are both true; choose one")
         if bf16:
             return cls(device, torch.bfloat16)
         if fp16:
-            scale = cfg.TRAIN.get("FP16_LOSS_SCALE", "dynamic")
+            scale = cfg.TRAIN.FP16_LOSS_SCALE
             return cls(device, torch.float16, None if isinstance(scale, str) else float(scale))
         return cls(device, None)
 

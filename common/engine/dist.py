@@ -138,6 +138,15 @@ def all_gather_object(obj: Any) -> list[Any]:
     return gathered
 
 
+def gather_object(obj: Any, dst: int = 0) -> list[Any] | None:
+    """Every rank's value of a picklable object, in rank order, on rank `dst` only (None on the other ranks)."""
+    if not is_initialized():
+        return [obj]
+    gathered: list[Any] | None = [None] * torch_dist.get_world_size() if torch_dist.get_rank() == dst else None
+    torch_dist.gather_object(obj, gathered, dst=dst)
+    return gathered
+
+
 def all_reduce_mean(tensor: Tensor) -> Tensor:
     """Mean over ranks (a new tensor; the input is left alone)."""
     if not is_initialized():

@@ -12,16 +12,27 @@ import glob
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from common.config import cfg_name, load_config
+from common.config_node import ConfigNode
 from common.engine import dist
+from common.engine.dist import DistEnv
 from common.engine.log import setup_logging
-from common.engine.trainer import fit, output_layout
+from common.engine.run import output_layout
+from common.engine.state import TrainState
+from common.engine.task import Task
+from common.engine.trainer import fit
 
 log = logging.getLogger(__name__)
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags the launch scripts and the original command lines pass to every entry script."""
+    parser.add_argument("--dist", action="store_true", help="distributed run (set by the launch scripts)")
+    parser.add_argument("--slurm", action="store_true", help="read rank and world size from SLURM variables")
+    parser.add_argument("--cudnn-off", action="store_true", help="disable cuDNN")
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -29,21 +40,22 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--cfg", required=True, help="experiment config YAML")
     parser.add_argument("--model-dir", default="", help="prefixed onto OUTPUT_PATH (checkpoints and logs go there)")
     parser.add_argument("--log-dir", default=None, help="TensorBoard folder (default: <output>/tensorboard_logs)")
-    parser.add_argument("--dist", action="store_true", help="distributed training (set by the launch scripts)")
-    parser.add_argument("--slurm", action="store_true", help="read rank and world size from SLURM variables")
-    parser.add_argument("--do-test", action="store_true", help="run the task's test script after training")
-    parser.add_argument("--cudnn-off", action="store_true", help="disable cuDNN")
+    parser.add_argument("--do-test", action="store_true", help="run the task's test step after training")
     parser.add_argument("--partial-pretrain", default=None, help="overrides NETWORK.PARTIAL_PRETRAIN")
+    add_launch_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs that override the config")
     return parser
 
 
-def load_run_config(task: Any, args: argparse.Namespace) -> Any:
+def config_overrides(opts: Sequence[str]) -> list[str]:
+    """The trailing KEY VALUE pairs, without the `--` that may separate them from the flags."""
+    opts = list(opts)
+    return opts[1:] if opts[:1] == ["--"] else opts
+
+
+def load_run_config(task: Task, args: argparse.Namespace) -> ConfigNode:
     """The config of this run: YAML + overrides, with --model-dir and --partial-pretrain applied as the original."""
-    overrides = list(args.opts)
-    if overrides and overrides[0] == "--":
-        overrides = overrides[1:]
-    cfg = load_config(args.cfg, overrides, add_task_defaults=task.add_defaults)
+    cfg = load_config(args.cfg, config_overrides(args.opts), add_task_defaults=task.add_defaults)
     if not args.model_dir and args.partial_pretrain is None:
         return cfg
     cfg = cfg.clone()
@@ -54,7 +66,22 @@ def load_run_config(task: Any, args: argparse.Namespace) -> Any:
     return cfg.freeze()
 
 
-def train_main(task: Any, argv: Sequence[str] | None = None) -> Any:
+def kept_checkpoint(prefix: str) -> str:
+    """`{prefix}-best.model` when validation kept one, else the newest epoch file (decided on rank 0)."""
+    best = f"{prefix}-best.model"
+    newest = sorted(glob.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9].model"))
+    return dist.broadcast_object(best if os.path.isfile(best) or not newest else newest[-1])
+
+
+def run_test_after_training(task: Task, cfg: ConfigNode, prefix: str, env: DistEnv) -> None:
+    """`--do-test`: the task's test step on every rank with the kept checkpoint."""
+    if task.test_after_training is None:
+        log.warning("--do-test: task %s has no test step", task.name)
+        return
+    task.test_after_training(cfg, kept_checkpoint(prefix), env)
+
+
+def train_main(task: Task, argv: Sequence[str] | None = None) -> TrainState:
     """Parse arguments, set up the process group and logging, train; returns the final TrainState."""
     args = build_parser(f"Train VL-BERT on {task.name}").parse_args(argv)
     env = dist.setup(distributed=True if args.dist else None, slurm=args.slurm)
@@ -67,14 +94,8 @@ def train_main(task: Any, argv: Sequence[str] | None = None) -> Any:
         if args.cudnn_off:
             torch.backends.cudnn.enabled = False
         state = fit(task, cfg, env, name, log_dir=args.log_dir)
-        test = task.extra.get("test") if task.extra else None
-        if args.do_test and env.is_main:
-            if test is None:
-                log.warning("--do-test: task %s has no test step", task.name)
-            else:
-                best = f"{prefix}-best.model"
-                newest = sorted(glob.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9].model"))
-                test(cfg, best if os.path.isfile(best) or not newest else newest[-1])
+        if args.do_test:
+            run_test_after_training(task, cfg, prefix, env)
         return state
     finally:
         dist.teardown()

@@ -10,9 +10,10 @@ import bisect
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
 
 import torch
+
+from common.config_node import ConfigNode
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,10 @@ class PlateauSchedule:
             group["lr"] = lr
 
 
-def build_lr_schedule(cfg: Any, optimizer: torch.optim.Optimizer, iters_per_epoch: int):
+LRSchedule = StepwiseSchedule | PlateauSchedule
+
+
+def build_lr_schedule(cfg: ConfigNode, optimizer: torch.optim.Optimizer, iters_per_epoch: int) -> LRSchedule:
     """The schedule named by TRAIN.LR_SCHEDULE; `iters_per_epoch` counts optimizer updates (batches / accumulation)."""
     train = cfg.TRAIN
     warmup_steps = int(train.WARMUP_STEPS) if train.WARMUP else 0

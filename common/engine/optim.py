@@ -8,11 +8,13 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+from common.config_node import ConfigNode
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase)
 
 
-def total_batch_size(cfg: Any, world_size: int) -> int:
+def total_batch_size(cfg: ConfigNode, world_size: int) -> int:
     """world_size x sum(TRAIN.BATCH_IMAGES) x GRAD_ACCUMULATE_STEPS (BATCH_IMAGES may be a per-dataset list)."""
     per_process = cfg.TRAIN.BATCH_IMAGES
     per_process = sum(per_process) if isinstance(per_process, (list, tuple)) else per_process
@@ -197,21 +199,19 @@ def _fast_kwargs(params: list[Tensor]) -> dict:
     return {"foreach": True}
 
 
-def build_optimizer(cfg: Any, module: nn.Module, world_size: int) -> torch.optim.Optimizer:
+def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torch.optim.Optimizer:
     """The optimizer named by TRAIN.OPTIMIZER at base LR = TRAIN.LR x total batch (logged as the effective LR)."""
     total_batch = total_batch_size(cfg, world_size)
     base_lr = float(cfg.TRAIN.LR) * total_batch
     groups = build_param_groups(
-        module, base_lr, float(cfg.TRAIN.WD), cfg.TRAIN.get("LR_MULT", ()),
-        bool(cfg.TRAIN.get("NO_DECAY_NORM_BIAS", False)),
-    )
+        module, base_lr, float(cfg.TRAIN.WD), cfg.TRAIN.LR_MULT, bool(cfg.TRAIN.NO_DECAY_NORM_BIAS))
     params = [p for g in groups for p in g["params"]]
     name = str(cfg.TRAIN.OPTIMIZER)
     if name == "SGD":
         optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=float(cfg.TRAIN.MOMENTUM), **_fast_kwargs(params))
     elif name == "Adam":
         optimizer = torch.optim.Adam(groups, lr=base_lr, **_fast_kwargs(params))
-    elif name == "AdamW" and bool(cfg.TRAIN.get("ADAMW_ORIGINAL", True)):
+    elif name == "AdamW" and bool(cfg.TRAIN.ADAMW_ORIGINAL):
         optimizer = OriginalAdamW(groups, lr=base_lr, betas=(0.9, 0.999), eps=1e-6)
     elif name == "AdamW":
         optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=(0.9, 0.999), eps=1e-6, **_fast_kwargs(params))

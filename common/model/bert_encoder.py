@@ -1,8 +1,7 @@
 """The post-LN BERT layer stack used by VL-BERT, with BERT's parameter names (`layer.{i}.attention.self.query`, ...).
 
 Attention runs through `scaled_dot_product_attention`; an explicit softmax path also returns the probabilities.
-Query, key and value are one matmul over weights concatenated at run time (the parameters stay separate), except
-on the oneDNN CPU path, where three matmuls measured faster than the concatenation they would need.
+Every projection is a call of its own nn.Linear (`self.query(x)`), so module swaps and wrappers of nn.Linear apply.
 """
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
-
-from common.model.fast_linear import linear, use_onednn
 
 _ACTIVATIONS = {
     "gelu": partial(nn.GELU, approximate="none"),  # exact erf GELU, as BERT
@@ -47,16 +44,10 @@ class BertSelfAttention(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def project_qkv(self, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """[B, L, h] -> query, key, value [B, heads, L, d]: one matmul over the concatenated weights (fewer kernel
-        launches on GPU), or three oneDNN matmuls on CPU (the weight copy and gradient split cost more there)."""
+        """[B, L, h] -> query, key, value [B, heads, L, d]."""
         batch, length, _ = hidden.shape
-        if use_onednn(hidden, self.query.weight):
-            return tuple(linear(hidden, proj.weight, proj.bias).view(batch, length, self.num_heads, self.head_size)
-                         .transpose(1, 2) for proj in (self.query, self.key, self.value))
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = linear(hidden, weight, bias).view(batch, length, 3, self.num_heads, self.head_size)
-        return qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return tuple(proj(hidden).view(batch, length, self.num_heads, self.head_size).transpose(1, 2)
+                     for proj in (self.query, self.key, self.value))
 
     def forward(self, hidden: Tensor, key_mask: Tensor, output_probs: bool = False) -> tuple[Tensor, Tensor | None]:
         """hidden [B, L, h], key_mask [B, 1, 1, L] bool (True = attend) -> context [B, L, h], probs [B, heads, L, L]."""
@@ -84,7 +75,7 @@ class BertSelfOutput(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden: Tensor, residual: Tensor) -> Tensor:
-        return self.LayerNorm(self.dropout(linear(hidden, self.dense.weight, self.dense.bias)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(hidden)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -105,7 +96,7 @@ class BertIntermediate(nn.Module):
         self.intermediate_act_fn = activation(hidden_act)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.intermediate_act_fn(linear(hidden, self.dense.weight, self.dense.bias))
+        return self.intermediate_act_fn(self.dense(hidden))
 
 
 class BertLayer(nn.Module):

@@ -1,20 +1,22 @@
-"""RoI features for VL-BERT: ResNet C1-C4 -> RoIAlign -> C5 head -> average pool, plus box geometry, projected.
+"""The end-to-end visual front-end: ResNet C1-C4 -> RoIAlign -> C5 head -> average pool per box, then the shared
+box projection of `RegionEncoder` (geometry + feature -> `obj_downsample`).
 
 Parameter names are the original `common/fast_rcnn.py` keys (`backbone.*`, `roi_head_feature_extractor.*`,
 `obj_downsample.1.*`, `object_embed.*`, `regularizing_predictor.*`), so released checkpoints load after
-`map_original_fast_rcnn_keys`. In precomputed mode no CNN is built and per-box features come with the batch.
+`map_original_fast_rcnn_keys`. Precomputed box features take `PrecomputedRegions` instead (`front_ends.py`).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from common.model.box_geometry import box_geometry_embedding
+from common.model.region_encoder import NUM_OBJECT_CLASSES, RegionEncoder, check_image_network_keys
 from common.model.resnet import (
     ResNet,
     check_frozen_stages,
@@ -29,66 +31,55 @@ from common.model.state_dict_io import CheckpointError, load_state_dict_with_rep
 
 log = logging.getLogger(__name__)
 
-GEOMETRY_DIM = 2048
-NUM_OBJECT_CLASSES = 81  # background + 80 COCO classes
-SEMANTIC_DIM = 128
 ROI_SIZE = 14
 ROI_SCALE = 1.0 / 16
 
 
-class FastRCNN(nn.Module):
+class FastRCNN(RegionEncoder):
     """Per-box features [B, N, final_dim] from images [B, 3, H, W] and boxes [B, N, 4] (resized-image pixels)."""
 
     def __init__(self, num_layers: int = 101, c5_dilated: bool = True, stride_in_1x1: bool = True,
-                 final_dim: int = 768, semantic: bool = False, precomputed: bool = False,
-                 enable_cnn_reg_loss: bool = False, frozen_stages: Iterable[int] = (1, 2), frozen_bn: bool = True,
-                 channels_last: bool = False, precomputed_dim: int = 2048):
+                 final_dim: int = 768, semantic: bool = False, enable_cnn_reg_loss: bool = False,
+                 frozen_stages: Iterable[int] = (1, 2), frozen_bn: bool = True, channels_last: bool = False):
         super().__init__()
-        self.precomputed = precomputed
-        self.frozen_bn = frozen_bn and not precomputed
-        self.enable_cnn_reg_loss = enable_cnn_reg_loss and not precomputed
+        self.frozen_bn = frozen_bn
+        self.enable_cnn_reg_loss = enable_cnn_reg_loss
         frozen_stages = check_frozen_stages(frozen_stages)
-        if precomputed:
-            self.feature_dim = precomputed_dim
-        else:
-            block, layers = resnet_spec(num_layers)
-            self.backbone = ResNet(block, layers[:3], stride_in_1x1=stride_in_1x1,
-                                   frozen_stages=[s for s in frozen_stages if s < 5], frozen_bn=frozen_bn,
-                                   channels_last=channels_last)
-            # the original built this with backbone._make_layer, so its keys are those of torchvision's layer4;
-            # it is as deep as that depth's layer4 (3 blocks for ResNet-34/50/101/152, 2 for ResNet-18)
-            self.roi_head_feature_extractor = make_stage(
-                block, self.backbone.out_channels, 512, layers[3], stride=1 if c5_dilated else 2,
-                dilation=2 if c5_dilated else 1, stride_in_1x1=stride_in_1x1)
-            if channels_last:
-                self.roi_head_feature_extractor.to(memory_format=torch.channels_last)
-            if 5 in frozen_stages:
-                self.roi_head_feature_extractor.requires_grad_(False)
-            if frozen_bn:
-                freeze_batchnorm_params(self.roi_head_feature_extractor)
-            self.feature_dim = 512 * block.expansion
-            if self.enable_cnn_reg_loss:
-                self.regularizing_predictor = nn.Linear(self.feature_dim, NUM_OBJECT_CLASSES)
-        self.object_embed = nn.Embedding(NUM_OBJECT_CLASSES, SEMANTIC_DIM) if semantic else None
-        in_dim = GEOMETRY_DIM + self.feature_dim + (SEMANTIC_DIM if semantic else 0)
-        self.obj_downsample = nn.Sequential(nn.Dropout(0.1), nn.Linear(in_dim, final_dim), nn.ReLU(inplace=True))
+        block, layers = resnet_spec(num_layers)
+        self.backbone = ResNet(block, layers[:3], stride_in_1x1=stride_in_1x1,
+                               frozen_stages=[s for s in frozen_stages if s < 5], frozen_bn=frozen_bn,
+                               channels_last=channels_last)
+        # the original built this with backbone._make_layer, so its keys are those of torchvision's layer4;
+        # it is as deep as that depth's layer4 (3 blocks for ResNet-34/50/101/152, 2 for ResNet-18)
+        self.roi_head_feature_extractor = make_stage(
+            block, self.backbone.out_channels, 512, layers[3], stride=1 if c5_dilated else 2,
+            dilation=2 if c5_dilated else 1, stride_in_1x1=stride_in_1x1)
+        if channels_last:
+            self.roi_head_feature_extractor.to(memory_format=torch.channels_last)
+        if 5 in frozen_stages:
+            self.roi_head_feature_extractor.requires_grad_(False)
+        if frozen_bn:
+            freeze_batchnorm_params(self.roi_head_feature_extractor)
+        self.feature_dim = 512 * block.expansion
+        if self.enable_cnn_reg_loss:
+            self.regularizing_predictor = nn.Linear(self.feature_dim, NUM_OBJECT_CLASSES)
+        self.add_projection(final_dim, semantic)
 
     @classmethod
-    def from_config(cls, cfg, **overrides) -> FastRCNN:
+    def from_config(cls, cfg: Any, **overrides) -> FastRCNN:
         """Build from cfg.NETWORK.IMAGE_* keys; keyword `overrides` replace constructor arguments.
 
-        The regulariser follows the original VCR rule `ENABLE_CNN_REG_LOSS and not CNN_LOSS_TOP`.
+        The regulariser follows the original VCR rule `ENABLE_CNN_REG_LOSS and not CNN_LOSS_TOP` (CNN_LOSS_TOP is
+        a VCR key, absent from the other tasks' configs).
         """
         net = cfg.NETWORK
-        if net.get("OUTPUT_CONV5", False):
-            raise ValueError("NETWORK.OUTPUT_CONV5=true is not supported (the original option never worked); "
-                             "set it false")
+        check_image_network_keys(net)
         kwargs = dict(
             num_layers=net.IMAGE_NUM_LAYERS, c5_dilated=net.IMAGE_C5_DILATED, stride_in_1x1=net.IMAGE_STRIDE_IN_1x1,
-            final_dim=net.IMAGE_FINAL_DIM, semantic=net.IMAGE_SEMANTIC, precomputed=net.IMAGE_FEAT_PRECOMPUTED,
+            final_dim=net.IMAGE_FINAL_DIM, semantic=net.IMAGE_SEMANTIC,
             enable_cnn_reg_loss=bool(net.ENABLE_CNN_REG_LOSS) and not net.get("CNN_LOSS_TOP", False),
             frozen_stages=net.IMAGE_FROZEN_BACKBONE_STAGES, frozen_bn=net.IMAGE_FROZEN_BN,
-            channels_last=bool(net.get("IMAGE_CHANNELS_LAST", False)),
+            channels_last=bool(net.IMAGE_CHANNELS_LAST),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
@@ -96,8 +87,6 @@ class FastRCNN(nn.Module):
     # ---- weights ---------------------------------------------------------------------------------------------
     def load_backbone_weights(self, path: str) -> None:
         """Load a flat ResNet state dict: stem + layer1-3 into `backbone.*`, `layer4.*` into the C5 RoI head."""
-        if self.precomputed:
-            return
         state = load_resnet_weights(path)
         stem = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
         head = {k[len("layer4."):]: v for k, v in state.items() if k.startswith("layer4.")}
@@ -110,11 +99,9 @@ class FastRCNN(nn.Module):
                                       f"(is NETWORK.IMAGE_NUM_LAYERS right for this file?)")
             load_state_dict_with_report(module, part, source=f"{path} [{name}]")
 
-    def load_pretrained_from_config(self, cfg) -> None:
+    def load_pretrained_from_config(self, cfg: Any) -> None:
         """The original `init_weight`: load `{IMAGE_PRETRAINED}-{IMAGE_PRETRAINED_EPOCH:04d}.model` if set."""
         net = cfg.NETWORK
-        if self.precomputed:
-            return
         if not net.IMAGE_PRETRAINED:
             log.warning("NETWORK.IMAGE_PRETRAINED is empty: the ResNet keeps its random initialisation")
             return
@@ -150,66 +137,22 @@ class FastRCNN(nn.Module):
             c5 = c5 * masks
         return c5.mean(dim=(2, 3))
 
-    def forward(self, images: Tensor | None, boxes: Tensor, box_mask: Tensor, im_info: Tensor,
-                box_features: Tensor | None = None, classes: Tensor | None = None, segms: Tensor | None = None,
-                mvrc_ops: Tensor | None = None, mask_visual_embed: Tensor | None = None) -> dict[str, Tensor]:
-        """Features of every valid box; padding rows of the outputs are zero.
+    def raw_features(self, images: Tensor | None, boxes: Tensor, box_index: Tensor, box_features: Tensor | None,
+                     segms: Tensor | None) -> Tensor:
+        """RoI features [K, feature_dim] of the valid boxes (`box_features` is not read)."""
+        if images is None:
+            raise ValueError("FastRCNN: images are None but NETWORK.IMAGE_FEAT_PRECOMPUTED is false")
+        return self.roi_features(images, boxes, box_index, segms)
 
-        Args:
-            images: [B, 3, H, W] normalised, padded images (None in precomputed mode).
-            boxes: [B, N, 4] x1, y1, x2, y2 in resized-image pixels; box_mask: [B, N] bool.
-            im_info: [B, >=2] resized (unpadded) width, height, ...
-            box_features: [B, N, feature_dim] precomputed features (precomputed mode only).
-            classes: [B, N] object class ids (needed by IMAGE_SEMANTIC and the CNN regulariser).
-            segms: [B, N, 14, 14] instance masks multiplied into the C5 map before pooling (VCR).
-            mvrc_ops: [B, N]; with `mask_visual_embed` [feature_dim], features of boxes with op == 1 are
-                replaced by that learned vector (pretraining with MASK_RAW_PIXELS false).
-        Returns:
-            obj_reps [B, N, final_dim], obj_reps_raw [B, N, feature_dim]; with the regulariser also
-            obj_logits [K, 81], obj_labels [K] and cnn_regularization_loss [1] over the K valid boxes.
-        """
-        box_index = box_mask.nonzero()  # [K, 2], row-major: image-major, then box order
-        if box_index.shape[0] == 0:
-            raise ValueError("FastRCNN: box_mask has no valid box (every sample needs at least the whole-image box)")
-        labels = None if classes is None else classes[box_index[:, 0], box_index[:, 1]].long()
-        if self.precomputed:
-            if box_features is None or box_features.shape[-1] != self.feature_dim:
-                found = None if box_features is None else tuple(box_features.shape)
-                raise ValueError(f"FastRCNN (IMAGE_FEAT_PRECOMPUTED): expected box_features [B, N, "
-                                 f"{self.feature_dim}], found {found}")
-            feats = box_features[box_index[:, 0], box_index[:, 1]]
-        else:
-            if images is None:
-                raise ValueError("FastRCNN: images are None but NETWORK.IMAGE_FEAT_PRECOMPUTED is false")
-            feats = self.roi_features(images, boxes, box_index, segms)
-
-        outputs: dict[str, Tensor] = {}
-        if self.enable_cnn_reg_loss:
-            if labels is None:
-                raise ValueError("FastRCNN: NETWORK.ENABLE_CNN_REG_LOSS needs object `classes` in the batch")
-            logits = self.regularizing_predictor(feats)
-            outputs.update(obj_logits=logits, obj_labels=labels,
-                           cnn_regularization_loss=F.cross_entropy(logits.float(), labels).unsqueeze(0))
-        if mvrc_ops is not None and mask_visual_embed is not None:
-            masked = (mvrc_ops[box_index[:, 0], box_index[:, 1]] == 1).unsqueeze(1)
-            feats = torch.where(masked, mask_visual_embed.to(feats.dtype).expand_as(feats), feats)
-
-        parts = [box_geometry_embedding(boxes[box_index[:, 0], box_index[:, 1]], im_info[box_index[:, 0], :2]),
-                 feats]
-        if self.object_embed is not None:
-            if labels is None:
-                raise ValueError("FastRCNN: NETWORK.IMAGE_SEMANTIC needs object `classes` in the batch")
-            parts.append(self.object_embed(labels))
-        dtype = torch.promote_types(feats.dtype, self.obj_downsample[1].weight.dtype)
-        final = self.obj_downsample(torch.cat([p.to(dtype) for p in parts], dim=-1))
-
-        batch, num_boxes = box_mask.shape
-        obj_reps = final.new_zeros(batch, num_boxes, final.shape[-1])
-        obj_reps = obj_reps.index_put((box_index[:, 0], box_index[:, 1]), final)
-        obj_reps_raw = feats.new_zeros(batch, num_boxes, feats.shape[-1])
-        obj_reps_raw = obj_reps_raw.index_put((box_index[:, 0], box_index[:, 1]), feats)
-        outputs.update(obj_reps=obj_reps, obj_reps_raw=obj_reps_raw)
-        return outputs
+    def regulariser_outputs(self, feats: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """With ENABLE_CNN_REG_LOSS: obj_logits [K, 81], obj_labels [K], cnn_regularization_loss [1]."""
+        if not self.enable_cnn_reg_loss:
+            return {}
+        if labels is None:
+            raise ValueError("FastRCNN: NETWORK.ENABLE_CNN_REG_LOSS needs object `classes` in the batch")
+        logits = self.regularizing_predictor(feats)
+        return {"obj_logits": logits, "obj_labels": labels,
+                "cnn_regularization_loss": F.cross_entropy(logits.float(), labels).unsqueeze(0)}
 
 
 def map_original_fast_rcnn_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -188,14 +188,13 @@ def load_bert_into_vlbert(model: nn.Module, path_or_dir: str) -> tuple[list[str]
 
 def resolve_bert_path(network_cfg) -> str | None:
     """`BERT_PRETRAINED-{BERT_PRETRAINED_EPOCH:04d}.model` if set, else the BERT_MODEL_NAME folder, else None."""
-    vlbert_cfg = network_cfg.get("VLBERT", {}) or {}
-    if vlbert_cfg.get("from_scratch", False):
+    if network_cfg.VLBERT.get("from_scratch", False):  # a pre-training key, absent from the other tasks
         log.info("NETWORK.VLBERT.from_scratch is set: no BERT weights are loaded")
         return None
-    prefix = network_cfg.get("BERT_PRETRAINED", "")
+    prefix = network_cfg.BERT_PRETRAINED
     if prefix:
-        return f"{prefix}-{int(network_cfg.get('BERT_PRETRAINED_EPOCH', 0)):04d}.model"
-    name = network_cfg.get("BERT_MODEL_NAME", "")
+        return f"{prefix}-{int(network_cfg.BERT_PRETRAINED_EPOCH):04d}.model"
+    name = network_cfg.BERT_MODEL_NAME
     if name and (os.path.isfile(name) or any(os.path.isfile(os.path.join(name, n)) for n in BERT_WEIGHT_FILES)):
         return name
     log.warning("no BERT weights at NETWORK.BERT_MODEL_NAME=%r (expected %s): training VL-BERT from scratch",
@@ -240,15 +239,18 @@ def _match_key(key: str, own: Mapping[str, Tensor]) -> str | None:
 
 
 @torch.no_grad()
-def load_partial_pretrain(module: nn.Module, path: str, prefix_changes: Iterable = ()) -> dict[str, Tensor]:
+def load_partial_pretrain(module: nn.Module, path: str, prefix_changes: Iterable = (),
+                          key_map: Callable[[Mapping[str, Tensor]], dict[str, Tensor]] | None = None
+                          ) -> dict[str, Tensor]:
     """Load the matching tensors of a VL-BERT checkpoint into `module` (model keys absent from it keep their values).
 
-    Returns the checkpoint state dict after the prefix changes, for task-specific extra initialisation.
+    `key_map` (a task's checkpoint key map) runs after the prefix changes, before the one load. Returns the
+    checkpoint state dict after the prefix changes, for task-specific extra initialisation.
     """
     renamed = apply_prefix_changes(checkpoint_state_dict(read_checkpoint_file(path), path), prefix_changes)
     own = module.state_dict()
     to_load: dict[str, Tensor] = {}
-    for key, value in renamed.items():
+    for key, value in (renamed if key_map is None else key_map(renamed)).items():
         target = _match_key(key, own)
         if target is None:
             to_load[key] = value  # reported as unexpected

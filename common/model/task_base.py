@@ -1,4 +1,5 @@
-"""Plumbing every task module shares: RoI features, object embeddings, text grounding and the VL-BERT call.
+"""Plumbing every task module shares: the visual front-end, object embeddings, text grounding and the VL-BERT call,
+and the one build path (`from_config`: construct, load pretrained parts, apply the machine-specific module swaps).
 
 A task module subclasses `VLBertTaskModule`, so the attribute names (and therefore checkpoint keys) are the
 original's: `image_feature_extractor.*`, `object_linguistic_embeddings.*`, `vlbert.*`; the subclass adds its
@@ -7,28 +8,18 @@ head (`final_mlp.*`, `cnn_loss_reg.*`, ...) and loss.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from common.model.fast_rcnn import FastRCNN
+from common.model.front_ends import build_visual_front_end
+from common.model.onednn_linear import swap_linear_modules
 from common.model.pretrained import load_bert_into_vlbert, resolve_bert_path
+from common.model.visual_frontend import VisualFeatures
 from common.model.vlbert import VisualLinguisticBert
 
 log = logging.getLogger(__name__)
-
-
-def valid_box_mask(boxes: Tensor) -> Tensor:
-    """[B, N, 4] boxes padded with -2 (the original's convention) -> [B, N] bool."""
-    return boxes[..., 0] > -1.5
-
-
-def trim_to_longest(batch_boxes: Tensor, box_mask: Tensor, *others: Tensor | None) -> tuple:
-    """Cut the box dimension to the longest valid box list in the batch (the original did this before FastRCNN)."""
-    longest = max(int(box_mask.sum(1).max()), 1)
-    trimmed = [batch_boxes[:, :longest], box_mask[:, :longest]]
-    trimmed += [None if t is None else t[:, :longest] for t in others]
-    return tuple(trimmed)
 
 
 def gather_by_tags(obj_reps: Tensor, tags: Tensor) -> Tensor:
@@ -41,7 +32,7 @@ def gather_by_tags(obj_reps: Tensor, tags: Tensor) -> Tensor:
 
 
 class VLBertTaskModule(nn.Module):
-    """Builds FastRCNN (or the precomputed-feature path), the object linguistic embedding and VL-BERT from cfg."""
+    """Builds the visual front-end, the object linguistic embedding and VL-BERT from cfg."""
 
     vlbert_class: type[nn.Module] = VisualLinguisticBert
 
@@ -49,39 +40,41 @@ class VLBertTaskModule(nn.Module):
         super().__init__()
         net = cfg.NETWORK
         self.cfg = cfg
-        self.image_feature_extractor = FastRCNN.from_config(cfg)
+        self.image_feature_extractor = build_visual_front_end(cfg)
         self.object_linguistic_embeddings = nn.Embedding(num_object_word_embeddings, net.VLBERT.hidden_size)
         self.vlbert = self.vlbert_class(net.VLBERT, **(vlbert_kwargs or {}))
-        self.vlbert.encoder.gradient_checkpointing = bool(net.get("GRADIENT_CHECKPOINTING", False))
+        self.vlbert.encoder.gradient_checkpointing = bool(net.GRADIENT_CHECKPOINTING)
         nn.init.normal_(self.object_linguistic_embeddings.weight, std=net.VLBERT.initializer_range)
 
-    # ---- initialisation -------------------------------------------------------------------------------------
+    # ---- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, cfg: Any, load_pretrained: bool = True) -> VLBertTaskModule:
+        """The module a run uses: `build(cfg)`, then (unless a checkpoint will replace every weight anyway)
+        `load_pretrained_parts()`, then the module swaps the config asks for (NETWORK.CPU_ONEDNN_LINEAR)."""
+        module = cls.build(cfg)
+        if load_pretrained:
+            module.load_pretrained_parts()
+        if cfg.NETWORK.CPU_ONEDNN_LINEAR:
+            swapped = swap_linear_modules(module)
+            log.info("NETWORK.CPU_ONEDNN_LINEAR: %d nn.Linear modules run float32 CPU matmuls in oneDNN", swapped)
+        return module
+
+    @classmethod
+    def build(cls, cfg: Any) -> VLBertTaskModule:
+        """Construct with fresh weights; a task whose constructor needs more than cfg overrides this."""
+        return cls(cfg)
+
     def load_pretrained_parts(self) -> None:
-        """Load BERT into VL-BERT and the ResNet weights into FastRCNN, as the original `init_weight` did."""
+        """Load BERT into VL-BERT and the front-end's own weights (the ResNet), as the original `init_weight` did."""
         bert_path = resolve_bert_path(self.cfg.NETWORK)
         if bert_path is not None:
             load_bert_into_vlbert(self.vlbert, bert_path)
         self.image_feature_extractor.load_pretrained_from_config(self.cfg)
 
     # ---- forward pieces -------------------------------------------------------------------------------------
-    def encode_regions(self, batch: dict, mvrc_ops: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """Run the RoI feature path on the batch.
-
-        Returns obj_reps [B, N, D], box_mask [B, N] (bool) and the trimmed boxes [B, N, 4].
-        """
-        boxes = batch["boxes"]
-        box_mask = valid_box_mask(boxes)
-        box_features = batch.get("box_features")
-        boxes, box_mask, box_features, mvrc_ops = trim_to_longest(boxes, box_mask, box_features, mvrc_ops)
-        out = self.image_feature_extractor(
-            images=batch.get("image"),
-            boxes=boxes,
-            box_mask=box_mask,
-            im_info=batch["im_info"],
-            box_features=box_features,
-            mvrc_ops=mvrc_ops,
-        )
-        return out["obj_reps"], box_mask, boxes
+    def encode_regions(self, batch: dict, mask_embedding: Tensor | None = None) -> VisualFeatures:
+        """The visual front-end on the batch: obj_reps [B, N, D], box_mask [B, N], boxes [B, N, 4], ..."""
+        return self.image_feature_extractor.encode(batch, mask_embedding)
 
     def object_inputs(self, obj_reps: Tensor, linguistic: Tensor | None = None) -> Tensor:
         """[visual || linguistic] per object: [B, N, D + H]; the shared learned word vector by default (mode 2)."""

@@ -6,13 +6,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from common.model.bert_encoder import BertEncoder, BertPooler
 from common.model.vlbert_heads import MLMHead, MVRCHead, RelationshipHead
+from common.model.vlbert_outputs import (
+    AnyVLBertOutput,
+    PretrainingOutputs,
+    VLBertOutput,
+    VLBertOutputWithAttention,
+    VLBertSeparateOutput,
+    VLBertSeparateOutputWithAttention,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,13 +226,14 @@ class VisualLinguisticBert(nn.Module):
     def forward(self, text_input_ids: Tensor, text_token_type_ids: Tensor, text_visual_embeddings: Tensor | None,
                 text_mask: Tensor, object_vl_embeddings: Tensor, object_mask: Tensor,
                 output_all_encoded_layers: bool = True, output_text_and_object_separately: bool = False,
-                output_attention_probs: bool = False) -> tuple:
+                output_attention_probs: bool = False) -> AnyVLBertOutput:
         """Shapes: ids/types/text_mask [B, T], text_visual_embeddings [B, T, visual_size],
         object_vl_embeddings [B, O, visual_size + h], object_mask [B, O].
 
-        Returns `(encoded, pooled[, attention_probs])`, or with `output_text_and_object_separately`
-        `(text [B, T, h], objects [B, O, h], pooled[, attention_probs])`. Encoded states are a list over layers
-        when `output_all_encoded_layers`; attention_probs is a list of [B, heads, L, L], one per layer.
+        Returns `VLBertOutput(encoded, pooled)`, or with `output_text_and_object_separately`
+        `VLBertSeparateOutput(text [B, T, h], objects [B, O, h], pooled)`; `output_attention_probs` appends
+        `attention_probs`, a list of [B, heads, L, L], one per layer (the `...WithAttention` variants). Encoded
+        states are a list over layers when `output_all_encoded_layers`. Named tuples in the original's order.
         Text states are read from packed positions 0..T-1 (text_mask must be a left-aligned prefix).
         """
         embeddings, layout = self.embedding(text_input_ids, text_token_type_ids, text_visual_embeddings,
@@ -236,11 +244,14 @@ class VisualLinguisticBert(nn.Module):
         if output_text_and_object_separately:
             texts = [self._text_states(x, text_input_ids.shape[1]) for x in layers]
             objects = [self._object_states(x, layout.object_slot, object_mask) for x in layers]
-            result = (texts, objects) if output_all_encoded_layers else (texts[-1], objects[-1])
-        else:
-            result = (layers if output_all_encoded_layers else layers[-1],)
-        result = (*result, pooled)
-        return (*result, probs) if output_attention_probs else result
+            if not output_all_encoded_layers:
+                texts, objects = texts[-1], objects[-1]
+            if output_attention_probs:
+                return VLBertSeparateOutputWithAttention(texts, objects, pooled, probs)
+            return VLBertSeparateOutput(texts, objects, pooled)
+        encoded = layers if output_all_encoded_layers else layers[-1]
+        return VLBertOutputWithAttention(encoded, pooled, probs) if output_attention_probs else VLBertOutput(
+            encoded, pooled)
 
     @staticmethod
     def _text_states(encoded: Tensor, width: int) -> Tensor:
@@ -254,14 +265,6 @@ class VisualLinguisticBert(nn.Module):
     def _object_states(encoded: Tensor, object_slot: Tensor, object_mask: Tensor) -> Tensor:
         """Scatter the real object states back to [B, O, h]; padded objects are zero."""
         return _gather_rows(encoded, object_slot) * object_mask.unsqueeze(-1).to(encoded.dtype)
-
-
-class PretrainingOutputs(NamedTuple):
-    """A tuple in the original's order, so `rel, mlm, mvrc = vlbert(...)` works; a disabled head gives None."""
-
-    relationship_logits: Tensor | None  # [B, 2]
-    mlm_logits: Tensor | None  # [B, T, vocab]
-    mvrc_logits: Tensor | None  # [B, O, visual_region_classes]
 
 
 class VisualLinguisticBertForPretraining(VisualLinguisticBert):
@@ -287,11 +290,11 @@ class VisualLinguisticBertForPretraining(VisualLinguisticBert):
     def forward(self, text_input_ids: Tensor, text_token_type_ids: Tensor, text_visual_embeddings: Tensor | None,
                 text_mask: Tensor, object_vl_embeddings: Tensor, object_mask: Tensor) -> PretrainingOutputs:
         """Same inputs as VisualLinguisticBert; returns (relationship [B, 2], mlm [B, T, vocab], mvrc [B, O, C])."""
-        text, objects, pooled = super().forward(
+        states = super().forward(
             text_input_ids, text_token_type_ids, text_visual_embeddings, text_mask, object_vl_embeddings,
             object_mask, output_all_encoded_layers=False, output_text_and_object_separately=True)
         return PretrainingOutputs(
-            self.relationsip_head(pooled) if self.relationsip_head is not None else None,
-            self.mlm_head(text) if self.mlm_head is not None else None,
-            self.mvrc_head(objects) if self.mvrc_head is not None else None,
+            self.relationsip_head(states.pooled) if self.relationsip_head is not None else None,
+            self.mlm_head(states.text) if self.mlm_head is not None else None,
+            self.mvrc_head(states.objects) if self.mvrc_head is not None else None,
         )

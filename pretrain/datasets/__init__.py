@@ -6,12 +6,12 @@ from collections.abc import Callable
 from torch.utils.data import Dataset
 
 from common.config import dataset_sections
+from common.data.captions import ConceptualCaptionsDataset
 from common.data.streaming import ShardSamples, make_shard_loader
-from common.data.tokenizer import BertTokenizer
+from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import build_transform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
 from pretrain.datasets.streaming import FORMATS, build_shard_dataset
 
@@ -25,7 +25,7 @@ def _caption_builder(cfg, section, split: str, tokenizer: BertTokenizer) -> Capt
         tokenizer, build_transform(cfg, split), seq_len=int(section.SEQ_LEN), with_rel_task=bool(net.WITH_REL_LOSS),
         with_mlm_task=bool(net.WITH_MLM_LOSS), with_mvrc_task=bool(net.WITH_MVRC_LOSS),
         mask_raw_pixels=bool(net.MASK_RAW_PIXELS) and not net.IMAGE_FEAT_PRECOMPUTED,
-        add_image_as_a_box=bool(section.ADD_IMAGE_AS_A_BOX))
+        add_image_as_a_box=bool(section.ADD_IMAGE_AS_A_BOX), max_positions=int(net.VLBERT.max_position_embeddings))
 
 
 def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | None = None) -> Dataset:
@@ -44,6 +44,7 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
         ann_file = section[f"{part}_ANNOTATION_FILE"]
         if not ann_file:
             raise ValueError(f"DATASET (general_corpus): {part}_ANNOTATION_FILE is empty")
+        check_seq_len(int(section.SEQ_LEN), int(cfg.NETWORK.VLBERT.max_position_embeddings))
         return GeneralCorpusDataset(ann_file, tokenizer, seq_len=int(section.SEQ_LEN),
                                     min_seq_len=int(section.MIN_SEQ_LEN), with_mlm_task=bool(cfg.NETWORK.WITH_MLM_LOSS),
                                     seed=seed)
@@ -52,14 +53,14 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
         return ConceptualCaptionsDataset(
             section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
             precomputed=bool(cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED), zip_mode=bool(section.ZIP_MODE), seed=seed,
-            skip_unreadable_images=bool(section.get("SKIP_UNREADABLE_IMAGES", False)),
+            skip_unreadable_images=bool(section.SKIP_UNREADABLE_IMAGES),
             num_classes=int(cfg.NETWORK.VLBERT.visual_region_classes) if cfg.NETWORK.WITH_MVRC_LOSS else None)
     if name == "coco_captions":
         if cfg.NETWORK.IMAGE_FEAT_PRECOMPUTED:
             raise ValueError("DATASET coco_captions has no precomputed features: set NETWORK.IMAGE_FEAT_PRECOMPUTED "
                              "false")
         return COCOCaptionsDataset(section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
-                                   seed=seed)
+                                   seed=seed, skip_unreadable_images=bool(section.SKIP_UNREADABLE_IMAGES))
     raise ValueError(f"DATASET.DATASET {name!r} is not a pretraining dataset; choose one of {list(DATASET_NAMES)}")
 
 

@@ -11,16 +11,14 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 
+from PIL import Image
+
+from common.data.captions import CAPTION_PAD_RULES, detector_regions, raw_caption_sample
 from common.data.masking import item_rng
 from common.data.shards import expand_shards, read_sidecar
 from common.data.streaming import ShardSamples
-from common.data.tokenizer import BertTokenizer
-from pretrain.datasets.caption_sample import (
-    CAPTION_PAD_RULES,
-    CaptionSampleBuilder,
-    detector_regions,
-    raw_caption_sample,
-)
+from common.data.tokenizer import BertTokenizer, check_seq_len
+from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.general_corpus import CORPUS_RNG_STREAM, CorpusSampleBuilder, joined_words
 from pretrain.datasets.shard_format import (
     box_record,
@@ -45,8 +43,10 @@ class CaptionShardSource:
 
     PAD_RULES = CAPTION_PAD_RULES
 
-    def __init__(self, builder: CaptionSampleBuilder, precomputed: bool, num_classes: int | None, seed: int = 0):
+    def __init__(self, builder: CaptionSampleBuilder, precomputed: bool, num_classes: int | None, seed: int = 0,
+                 skip_unreadable_images: bool = False):
         self.builder, self.precomputed, self.num_classes, self.seed = builder, precomputed, num_classes, seed
+        self.skip_unreadable_images = skip_unreadable_images
         self._captions: deque[list[str]] = deque(maxlen=NEGATIVE_POOL)
 
     def prepare_shard(self, samples: Iterator[dict]) -> Iterator[dict]:
@@ -57,7 +57,7 @@ class CaptionShardSource:
         meta = read_meta(sample, where)
         record = box_record(sample, meta, where, self.precomputed)
         regions = detector_regions(record, where, self.num_classes, self.precomputed)
-        image = None if self.precomputed else decode_image(image_member(sample, where), where)
+        image = None if self.precomputed else self._image(sample, record, where)
         raw = raw_caption_sample(regions, image, record, meta["caption"], where)
         index = sample_index(sample["__key__"], meta)
         pool = list(self._captions)
@@ -65,6 +65,18 @@ class CaptionShardSource:
         item = self.builder.build(raw, index, item_rng(self.seed, epoch, index), negative)
         self._captions.append(raw.words)
         return item
+
+    def _image(self, sample: dict, record: dict, where: str) -> Image.Image:
+        """The decoded image; with DATASET.SKIP_UNREADABLE_IMAGES a black one of the recorded size in place of a
+        missing or undecodable member (as the file datasets do), else the sample is bad (skipped and counted)."""
+        try:
+            return decode_image(image_member(sample, where), where)
+        except ValueError as err:
+            width, height = record.get("image_w"), record.get("image_h")
+            if not self.skip_unreadable_images or width is None or height is None:
+                raise
+            log.warning("%s; using a black %dx%d image instead (DATASET.SKIP_UNREADABLE_IMAGES)", err, width, height)
+            return Image.new("RGB", (int(width), int(height)))
 
 
 class CorpusShardSource:
@@ -119,12 +131,14 @@ def build_shard_dataset(cfg, section, split: str, tokenizer: BertTokenizer, capt
     seed = max(int(cfg.RNG_SEED), 0)
     net = cfg.NETWORK
     if section.DATASET == "general_corpus":
+        check_seq_len(int(section.SEQ_LEN), int(net.VLBERT.max_position_embeddings))
         builder = CorpusSampleBuilder(tokenizer, int(section.SEQ_LEN), bool(net.WITH_MLM_LOSS))
         source = CorpusShardSource(builder, int(section.MIN_SEQ_LEN), seed)
     elif section.DATASET == "conceptual_captions":
         check_shard_content(shards, bool(net.IMAGE_FEAT_PRECOMPUTED), key)
         num_classes = int(net.VLBERT.visual_region_classes) if net.WITH_MVRC_LOSS else None
-        source = CaptionShardSource(caption_builder, bool(net.IMAGE_FEAT_PRECOMPUTED), num_classes, seed)
+        source = CaptionShardSource(caption_builder, bool(net.IMAGE_FEAT_PRECOMPUTED), num_classes, seed,
+                                    bool(section.SKIP_UNREADABLE_IMAGES))
     else:
         raise ValueError(f"DATASET.FORMAT wds: {section.DATASET!r} has no shard reader (conceptual_captions and "
                          f"general_corpus have)")

@@ -61,7 +61,7 @@ def test_csv_to_conceptual_captions_layout(pairs, caplog):
 
 
 def test_pretraining_dataset_reads_the_output(pairs):
-    conceptual_captions = pytest.importorskip("pretrain.datasets.conceptual_captions")
+    conceptual_captions = pytest.importorskip("common.data.captions")
     root, csv_path, boxes = pairs
     out = root / "cc"
     captions_to_pretrain.convert(str(csv_path), str(boxes), str(out), "train")

@@ -1,5 +1,5 @@
 """Pre-flight data check on the toy world: intact passes; a deleted image, an emptied box file and a wrong answer
-vocabulary size are all reported, by name, in one run."""
+vocabulary size are all reported, by name, in one run; each task's own check (`Task.check_data`) is what runs."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from common.data.preflight import check_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -50,7 +52,9 @@ def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
     with open(os.path.join(coco, "vqa", "answers_vqa.txt")) as f:
         true_size = sum(1 for line in f if line.strip())
 
-    result = run_check(str(broken), minilm_dir, "DATASET.ANSWER_VOCAB_SIZE", str(true_size + 3))
+    # end to end, so that the images are read (a precomputed-feature run never opens them)
+    result = run_check(str(broken), minilm_dir, "DATASET.ANSWER_VOCAB_SIZE", str(true_size + 3),
+                       "NETWORK.IMAGE_FEAT_PRECOMPUTED", "false")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
     assert len(lines) == 3, result.stderr
@@ -62,13 +66,13 @@ def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
 @pytest.mark.parametrize("layout", ["file", "prefix"])
 def test_image_pretrained_is_found_as_the_model_loads_it(tmp_path, layout):
     """NETWORK.IMAGE_PRETRAINED names a weights file, or the original's prefix of `<prefix>-<epoch:04d>.model`."""
-    from common.config_node import ConfigNode
+    from common.config import get_default_config
     from common.data.preflight import Problems, check_network
 
     weights = tmp_path / ("resnet18-toy.pth" if layout == "file" else "resnet18-0003.model")
     key = str(weights) if layout == "file" else str(tmp_path / "resnet18")
-    cfg = ConfigNode({"NETWORK": {"IMAGE_FEAT_PRECOMPUTED": False, "IMAGE_PRETRAINED": key,
-                                  "IMAGE_PRETRAINED_EPOCH": 3}})
+    cfg = get_default_config()
+    cfg.NETWORK.update(IMAGE_FEAT_PRECOMPUTED=False, IMAGE_PRETRAINED=key, IMAGE_PRETRAINED_EPOCH=3)
     problems = Problems()
     check_network(cfg, problems, bert_folder=False)
     assert len(problems) == 1 and "NETWORK.IMAGE_PRETRAINED" in problems[0] and str(weights) in problems[0]
@@ -83,8 +87,9 @@ def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_r
     file with 0 boxes is still reported."""
     from common.config import load_config
     from common.data.box_files import encode_array
-    from common.data.preflight import Problems, check_pretrain
-    from pretrain.datasets.conceptual_captions import folder_path
+    from common.data.captions import folder_path
+    from common.data.preflight import Problems
+    from pretrain.check import check_pretrain_data
     from pretrain.task import TASK
 
     cc = str(tmp_path / "cc")
@@ -103,7 +108,34 @@ def test_pretrain_accepts_an_image_without_detections_vqa_does_not(small_world_r
                        "DATASET.1.TRAIN_ANNOTATION_FILE", corpus, "DATASET.1.VAL_ANNOTATION_FILE", corpus,
                        "DATASET.1.TEST_ANNOTATION_FILE", corpus], add_task_defaults=TASK.add_defaults)
     problems = Problems()
-    check_pretrain(cfg, problems, samples=10_000)
+    check_pretrain_data(cfg, problems, 10_000, ("TRAIN", "VAL", "TEST"))
     assert problems == []
     problems.box_file(emptied, "DATASET.DATASET_PATH")  # the strict check the VQA and RefCOCO+ files get
     assert problems == [f"box file is empty (0 boxes): {emptied} (config DATASET.DATASET_PATH)"]
+
+
+def test_itm_has_its_own_check(small_world_root, minilm_dir, tmp_path):
+    """data/check.py asks the task: the intact toy Conceptual Captions pass for itm/, and a box file without the
+    precomputed features image-text matching reads is reported by name."""
+    from common.config import load_config
+    from common.data.captions import folder_path
+    from data import check as check_script
+    from itm.task import TASK
+
+    cc = str(tmp_path / "cc")
+    shutil.copytree(os.path.join(small_world_root, "conceptual-captions"), cc)
+    cfg_path = os.path.join(ROOT, "cfgs", "itm", "toy_cpu.yaml")
+    overrides = ["DATASET.DATASET_PATH", cc, "NETWORK.BERT_MODEL_NAME", minilm_dir]
+    assert check_script.main(["--cfg", cfg_path, "--samples", "10000", *overrides]) == 0
+    with open(os.path.join(cc, "val_frcnn.json")) as f:
+        stripped = os.path.join(cc, folder_path(json.loads(f.readline())["frcnn"]))
+    with open(stripped) as f:
+        record = json.load(f)
+    del record["features"]
+    with open(stripped, "w") as f:
+        json.dump(record, f)
+    cfg = load_config(cfg_path, overrides, add_task_defaults=TASK.add_defaults)
+    assert check_data(cfg, TASK, samples=10_000) == [
+        f"box file {stripped} lacks ['features']: image-text matching reads precomputed features "
+        f"(config DATASET.DATASET_PATH)"]
+    assert check_script.main(["--cfg", cfg_path, "--samples", "10000", *overrides]) == 1

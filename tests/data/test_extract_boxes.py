@@ -139,7 +139,7 @@ def test_with_features_match_fastrcnn(workdir, tmp_path):
     cfg_path.write_text("SCALES: [64, 96]\nNETWORK:\n  IMAGE_NUM_LAYERS: 18\n  IMAGE_PRETRAINED: ''\n")
     cfg = load_config(str(cfg_path), add_task_defaults=add_pretrain_defaults)
     torch.manual_seed(1)
-    reference = FastRCNN.from_config(cfg, precomputed=False, enable_cnn_reg_loss=False).eval()
+    reference = FastRCNN.from_config(cfg, enable_cnn_reg_loss=False).eval()
     state = {"module.image_feature_extractor." + k: v for k, v in reference.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "task.model")
     out = str(tmp_path / "boxes")
@@ -156,3 +156,26 @@ def test_with_features_match_fastrcnn(workdir, tmp_path):
                         sample["im_info"][None])["obj_reps_raw"][0]
     torch.testing.assert_close(torch.from_numpy(record["features"]), ref[1:], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(record["image_box_feature"]), ref[0], atol=1e-4, rtol=1e-4)
+
+
+def test_exit_status_is_1_when_an_image_failed(workdir, tmp_path):
+    """Scripts test the exit code: every readable image is still written, then the run exits 1."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    good_only = tmp_path / "good"
+    good_only.mkdir()
+    shutil.copy(os.path.join(workdir, "images", "img0.jpg"), good_only / "img0.jpg")
+    codes = {}
+    for name, images in (("mixed", os.path.join(workdir, "images")), ("good", str(good_only))):
+        out = tmp_path / f"out_{name}"
+        done = subprocess.run([sys.executable, os.path.join(repo, "data", "extract_boxes.py"), "--images", images,
+                               "--out", str(out), "--detector", DETECTOR, "--weights",
+                               os.path.join(workdir, "detector.pth"), "--min-size", "64", "--max-size", "96",
+                               "--workers", "0", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+        codes[name] = done.returncode
+        assert "failed" in done.stdout, done.stderr[-2000:]
+        assert (out / "img0.json").is_file()
+    assert codes == {"mixed": 1, "good": 0}

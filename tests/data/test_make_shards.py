@@ -17,10 +17,10 @@ from torchvision.models import detection
 from webdataset import TarWriter
 
 from common.data.box_files import read_box_file, write_box_file
+from common.data.captions import folder_path, read_caption_index
 from common.data.shards import iter_shard
 from data import captions_to_pretrain, extract_boxes
 from data.make_shards import main
-from pretrain.datasets.conceptual_captions import folder_path, read_caption_index
 from pretrain.datasets.general_corpus import read_corpus_lines
 
 

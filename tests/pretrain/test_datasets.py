@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from common.data.box_files import BoxFileError, encode_array, read_box_file
+from common.data.captions import ConceptualCaptionsDataset, folder_path, read_caption_index
 from common.data.collate import collate_dicts
 from common.data.masking import IGNORE_LABEL
 from common.data.transforms import VisualTransform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset, folder_path, read_caption_index
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
 from pretrain.losses import mvrc_loss, valid_region_rows
 
@@ -221,3 +221,22 @@ def test_caption_index_holds_the_json_lines(toy_root, tmp_path):
     broken.write_text(json.dumps({"image": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"train_frcnn\.json:1: missing keys \['caption', 'frcnn'\]"):
         read_caption_index(str(broken))
+
+
+def test_describe_names_caption_records_and_corpus_lines(toy_root, tokenizer, tmp_path):
+    """What the non-finite guard says of an item (the precomputed caption dataset names only the box file)."""
+    root = os.path.join(toy_root, "conceptual-captions")
+    for precomputed in (True, False):
+        data = _cc(toy_root, tokenizer, precomputed=precomputed)
+        record = data.records[3]
+        files = f"box file {os.path.join(root, folder_path(record['frcnn']))}"
+        if not precomputed:
+            files = f"image {os.path.join(root, folder_path(record['image']))}, " + files
+        assert data.describe(3) == f"{os.path.join(root, 'train_frcnn.json')} record 4 ({files})"
+    corpus = tmp_path / "c.doc"
+    corpus.write_text("one\n\ntwo\n")
+    assert GeneralCorpusDataset(str(corpus), tokenizer).describe(1) == f"text corpus {corpus} non-empty line 2"
+    coco = COCOCaptionsDataset(os.path.join(toy_root, "coco"), "val", _builder(tokenizer))
+    info = coco.instances.loadImgs(coco.ids[0])[0]
+    image = os.path.join(toy_root, "coco", "val2017", info["file_name"])
+    assert coco.describe(0) == f"COCO image {coco.ids[0]} ({image})" and os.path.isfile(image)

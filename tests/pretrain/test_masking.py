@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.data.captions import truncate_lengths
 from common.data.masking import (
     IGNORE_LABEL,
     WholeWordMasker,
@@ -17,7 +18,6 @@ from common.data.masking import (
     zero_pixels_in_boxes,
 )
 from common.data.tokenizer import read_vocab
-from pretrain.datasets.caption_sample import truncate_lengths
 
 MASK_ID = 3
 

@@ -10,11 +10,11 @@ import numpy as np
 from PIL import Image
 
 from common.data.box_files import write_box_file
+from common.data.captions import ConceptualCaptionsDataset
 from common.data.image_io import open_image
 from common.data.transforms import VisualTransform
 from data.conceptual_captions import check_images, make_download_list, write_annotations, zip_folder
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
-from pretrain.datasets.conceptual_captions import ConceptualCaptionsDataset
 
 ROWS = ["a dog runs on the beach\thttp://example.com/a.jpg", "two cats\thttp://example.com/b.jpg",
         "an empty file\thttp://example.com/c.jpg", "a tiny image\thttp://example.com/d.jpg",

@@ -22,6 +22,7 @@ from pretrain.config import add_pretrain_defaults
 from pretrain.datasets import build_section_dataset
 from pretrain.datasets.general_corpus import CorpusSampleBuilder, GeneralCorpusDataset
 from pretrain.datasets.streaming import CorpusShardSource
+from pretrain.task import TASK
 from tests.pretrain.conftest import write_toy_shards
 
 SHARDS_CFG, FILES_CFG = "cfgs/pretrain/toy_shards_cpu.yaml", "cfgs/pretrain/toy_cpu.yaml"
@@ -177,7 +178,7 @@ def test_missing_shard_is_named_at_start_and_in_the_preflight(toy_shards, minilm
     cfg = shard_config(toy_shards, minilm_dir, "DATASET.0.TRAIN_SHARDS", "train-{000000..000005}.tar")
     with pytest.raises(ShardError, match=r"1 of 6 shards not found: .*train-000005\.tar"):
         captions(cfg)
-    problems = check_data(cfg, "pretrain", bert_folder=False, splits=("TRAIN",))
+    problems = check_data(cfg, TASK, bert_folder=False, splits=("TRAIN",))
     assert any("train-000005.tar" in p and "DATASET[0].TRAIN_SHARDS" in p for p in problems), problems
 
 

@@ -14,8 +14,9 @@ from common.config import load_config
 from common.data.loader import build_loader
 from common.engine.amp import MixedPrecision
 from common.engine.dist import DistEnv
-from common.engine.inference import load_module_for_inference
-from common.engine.trainer import build_metrics, evaluate, fit, load_pretrained_weights, seed_everything
+from common.engine.evaluate import load_module_for_inference
+from common.engine.run import build_metrics, load_pretrained_weights, seed_everything
+from common.engine.trainer import evaluate, fit
 from common.model.state_dict_io import read_checkpoint_file
 from pretrain.task import TASK
 

@@ -12,6 +12,7 @@ import torch
 
 from data.shape_world.baselines import iou_plus_one
 from refcoco.task import TASK
+from tests.script_runs import one_and_two_processes
 
 TOY_CFG = os.path.join(os.path.dirname(__file__), "..", "..", "cfgs", "refcoco", "toy_cpu.yaml")
 FAST = ["NETWORK.IMAGE_C5_DILATED", "false", "NETWORK.IMAGE_FROZEN_BACKBONE_STAGES", "[1, 2, 3, 4, 5]",
@@ -55,3 +56,17 @@ def test_test_script_writes_json_and_prints_accuracy(split, tiny_cfg, tiny_opts,
     assert accuracy == pytest.approx(hits / len(records))
     printed = re.search(r"accuracy: ([0-9.]+)%", capsys.readouterr().out)
     assert printed and float(printed.group(1)) == pytest.approx(100 * accuracy, abs=0.006)
+
+
+@pytest.mark.slow  # 25-50 s: four Python processes on a 2-core machine
+def test_two_processes_write_the_same_file_as_one(tiny_cfg, tiny_opts, tmp_path):
+    """refcoco/test.py under dist_run_single.sh 2 (each rank a shard, gathered on rank 0) = under nondist_run.sh."""
+    torch.manual_seed(0)
+    ckpt = str(tmp_path / "tiny.model")
+    torch.save({"state_dict": TASK.build_module(tiny_cfg(*FAST)).state_dict()}, ckpt)
+    one, two, output = one_and_two_processes(
+        tmp_path, "refcoco/test.py", TOY_CFG, ["--ckpt", ckpt, "--split", "test", "--bs", "4", "--result-name", "tiny"],
+        [*tiny_opts, *FAST])
+    assert "in 2 process(es)" in output and "RefCOCO+ test accuracy:" in output
+    assert list(one) == ["tiny_refcoco+_test.json"] and one == two
+    assert len(json.loads(one["tiny_refcoco+_test.json"])) > 8  # more than two batches: both ranks took a share

@@ -51,8 +51,9 @@ def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_fac
 @pytest.mark.slow
 def test_two_process_training_completes_twice(tiny_opts, tmp_path):
     out = str(tmp_path / "dist")
+    # AUTO_RESUME off: the second attempt trains again in the same folder instead of finding the run finished
     cmd = ["./scripts/dist_run_single.sh", "2", "refcoco/train_end2end.py", TOY_CFG, out, *tiny_opts, *FAST,
-           "TRAIN.END_EPOCH", "1", "TRAIN.BATCH_IMAGES", "3", "VAL.BATCH_IMAGES", "5"]
+           "TRAIN.END_EPOCH", "1", "TRAIN.BATCH_IMAGES", "3", "VAL.BATCH_IMAGES", "5", "TRAIN.AUTO_RESUME", "false"]
     for attempt in range(2):
         output = run(cmd, timeout=1200)  # a hang would end in a timeout error here
         assert "Validation" in output, f"attempt {attempt}: no validation line"

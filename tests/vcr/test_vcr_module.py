@@ -8,8 +8,9 @@ import pytest
 import torch
 from vcr_fixtures import tiny_cfg, to_original_keys, vcr_line, write_vcr_dir
 
+from common.engine.evaluate import load_trained_weights
 from vcr.module import ResNetVLBERTForVCR, assemble_pairs
-from vcr.task import after_load_pretrain, build_vcr_dataset, load_vcr_checkpoint
+from vcr.task import TASK, after_load_pretrain, build_vcr_dataset, map_vcr_checkpoint_keys
 
 QUESTION = ["What", "are", [1, 3], "doing", "?"]
 ANSWERS = [["Eating", "."], [[0], "rides", [2]], ["Sleeping"], ["Nothing", "at", "all"]]
@@ -124,7 +125,7 @@ def test_original_vcr_checkpoint_keys_load_through_key_map(vocab_only_dir, data_
     torch.save({"state_dict": original}, path)
     torch.manual_seed(1)
     target = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    load_vcr_checkpoint(target, path)  # strict: every key must map onto the module
+    load_trained_weights(TASK, target, path)  # strict: every key must map onto the module
     source.eval()
     target.eval()
     batch = one_batch(cfg)
@@ -162,7 +163,7 @@ def test_partial_pretrain_with_original_vcr_prefix_rules(vocab_only_dir, data_di
         "module.vlbert->module.vlbert._module", "vlbert->vlbert._module"]
     torch.manual_seed(3)
     target = ResNetVLBERTForVCR(cfg, cls_id=101, sep_id=102)
-    renamed = load_partial_pretrain(target, path, rules)
+    renamed = load_partial_pretrain(target, path, rules, key_map=map_vcr_checkpoint_keys)
     assert any(k.startswith("module.vlbert._module.") for k in renamed)
     after_load_pretrain(target, cfg, renamed)
     own = target.state_dict()
@@ -170,3 +171,28 @@ def test_partial_pretrain_with_original_vcr_prefix_rules(vocab_only_dir, data_di
         if key.startswith("vlbert."):
             assert torch.equal(own[key], value), key
     assert torch.equal(own["cnn_loss_reg.0.dense.weight"], mvrc_weight)
+
+
+def test_engine_loads_partial_pretrain_once_through_the_key_map(vocab_only_dir, data_dir, tmp_path, caplog):
+    """`Task.checkpoint_key_map` is applied by the engine before the one PARTIAL_PRETRAIN load: an original
+    checkpoint with the original YAML's prefix rules fills every VL-BERT weight, reported by a single load line."""
+    from common.engine.run import load_pretrained_weights
+
+    _, source = build(vocab_only_dir, data_dir)
+    pretrained = {"module." + k: v for k, v in source.state_dict().items() if k.startswith("vlbert.")}
+    path = str(tmp_path / "vl-bert-pretrained.model")
+    torch.save({"state_dict": pretrained}, path)
+    cfg, target = build(vocab_only_dir, data_dir, "NETWORK.PARTIAL_PRETRAIN", path,
+                        "NETWORK.PARTIAL_PRETRAIN_PREFIX_CHANGES",
+                        "['module.vlbert->module.vlbert._module', 'vlbert->vlbert._module']")
+    with torch.no_grad():
+        for value in target.vlbert.parameters():
+            value.add_(1.0)  # differs from the checkpoint everywhere
+    with caplog.at_level("INFO", logger="common.model.state_dict_io"):
+        load_pretrained_weights(TASK, target, cfg)
+    reports = [r.getMessage() for r in caplog.records if r.name == "common.model.state_dict_io" and path in r.message]
+    assert len(reports) == 1 and f"loaded {len(pretrained)} tensors" in reports[0], reports
+    own = target.state_dict()
+    for key, value in source.state_dict().items():
+        if key.startswith("vlbert."):
+            assert torch.equal(own[key], value), key

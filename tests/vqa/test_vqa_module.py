@@ -10,7 +10,7 @@ from vqa_fixtures import REPO, tiny_overrides
 
 from common.data.collate import collate_dicts
 from common.data.tokenizer import BertTokenizer
-from common.engine.trainer import load_pretrained_weights
+from common.engine.run import load_pretrained_weights
 from vqa.module import question_text
 from vqa.task import VQA, SoftAccuracy
 from vqa.vqa_eval import score_count
@@ -117,3 +117,61 @@ def test_finetune_from_original_pretraining_checkpoint(vqa_tiny_cfg, vqa_vocab_o
     tok = BertTokenizer.from_pretrained_dir(vqa_vocab_only_dir)
     ids = tok.convert_tokens_to_ids(tok.tokenize(module.answer_vocab[5]))
     assert torch.allclose(module.final_mlp[-1].weight[5], ckpt["module.vlbert.word_embeddings.weight"][ids].mean(0))
+
+
+def test_build_swaps_every_linear_unless_switched_off(vqa_tiny_cfg):
+    """NETWORK.CPU_ONEDNN_LINEAR (default true) puts OneDnnLinear in place of every nn.Linear at build time; the
+    keys, the weights and (up to float32 summation order) the outputs are those of the plain module."""
+    from common.model.onednn_linear import OneDnnLinear, onednn_linear_available
+
+    if not onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    torch.manual_seed(0)
+    swapped = VQA.build_module(vqa_tiny_cfg()).eval()
+    torch.manual_seed(0)
+    plain = VQA.build_module(vqa_tiny_cfg("NETWORK.CPU_ONEDNN_LINEAR", "false")).eval()
+    linears = [m for m in swapped.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 10 and all(type(m) is OneDnnLinear for m in linears)
+    assert not any(isinstance(m, OneDnnLinear) for m in plain.modules())
+    assert list(swapped.state_dict()) == list(plain.state_dict())
+    for key, value in plain.state_dict().items():
+        assert torch.equal(swapped.state_dict()[key], value), key
+    batch = a_batch(vqa_tiny_cfg())
+    torch.testing.assert_close(swapped(batch)["label_logits"], plain(batch)["label_logits"], atol=1e-5, rtol=1e-5)
+
+
+class FeatureTokens(torch.nn.Module):
+    """A front-end written for the seam alone: each precomputed box feature is one token, no box geometry."""
+
+    feature_dim = 2048
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.proj = torch.nn.Linear(self.feature_dim, cfg.NETWORK.IMAGE_FINAL_DIM)
+
+    def encode(self, batch, mask_embedding=None):
+        from common.model.visual_frontend import VisualFeatures, trim_to_longest, valid_box_mask
+
+        boxes, box_mask, features = trim_to_longest(batch["boxes"], valid_box_mask(batch["boxes"]),
+                                                    batch["box_features"])
+        return VisualFeatures(obj_reps=self.proj(features) * box_mask.unsqueeze(-1), box_mask=box_mask, boxes=boxes)
+
+    def load_pretrained_from_config(self, cfg) -> None:
+        pass
+
+
+def test_a_new_front_end_is_one_class_and_one_registry_entry(vqa_tiny_cfg, monkeypatch):
+    from common.model import front_ends
+    from common.model.visual_frontend import VisualFrontEnd
+
+    monkeypatch.setitem(front_ends.VISUAL_FRONT_ENDS, "feature_tokens", FeatureTokens)
+    monkeypatch.setattr(front_ends, "front_end_name", lambda cfg: "feature_tokens")  # the key that selects it
+    cfg = vqa_tiny_cfg()
+    module = VQA.build_module(cfg)
+    assert isinstance(module.image_feature_extractor, FeatureTokens)
+    assert isinstance(module.image_feature_extractor, VisualFrontEnd)
+    assert "image_feature_extractor.proj.weight" in module.state_dict()
+    out = module(a_batch(cfg))
+    out["loss"].backward()
+    assert out["label_logits"].shape == (3, 20)
+    assert module.image_feature_extractor.proj.weight.grad.abs().sum() > 0

@@ -10,7 +10,8 @@ import torch
 from vqa_fixtures import TOY_CFG, tiny_overrides
 
 from common.data.collate import DictCollate, collate_dicts
-from common.engine.inference import run_inference
+from common.engine.evaluate import predict
+from tests.script_runs import one_and_two_processes
 from vqa import eval as vqa_eval_script
 from vqa import predict as predict_script
 from vqa import test as test_script
@@ -67,7 +68,7 @@ def test_eval_of_val_results_equals_the_validation_metric(tiny_checkpoint, vqa_t
     module.load_state_dict({k[len("module."):]: v for k, v in torch.load(ckpt)["state_dict"].items()})
     loader = torch.utils.data.DataLoader(dataset, batch_size=16, collate_fn=DictCollate(dataset.PAD_RULES))
     metric = SoftAccuracy("SoftAcc")
-    for sample in run_inference(module, loader, show_progress=False):
+    for sample in predict(module, loader, show_progress=False):
         metric.update({"label_logits": sample["label_logits"][None]},
                       {"answer_scores": dataset[sample["index"]]["answer_scores"][None]})
     assert report["overall"] == pytest.approx(round(100 * metric.compute(), 2), abs=1e-9)
@@ -110,3 +111,15 @@ def test_predict_grid_fallback_for_end_to_end_configs(tiny_checkpoint, vqa_toy_r
     assert len(answers) == 5 and [s for _, s in answers] == sorted((s for _, s in answers), reverse=True)
     boxes = predict_script.grid_boxes(90, 60, 3)
     assert boxes[0].tolist() == [0, 0, 29, 19] and boxes[-1].tolist() == [60, 40, 89, 59]
+
+
+@pytest.mark.slow  # 25-50 s: four Python processes on a 2-core machine
+def test_two_processes_write_the_same_file_as_one(tiny_checkpoint, vqa_toy_root, vqa_vocab_only_dir, tmp_path):
+    """vqa/test.py under dist_run_single.sh 2 (each rank a shard, gathered on rank 0) = under nondist_run.sh."""
+    _, ckpt = tiny_checkpoint()
+    one, two, output = one_and_two_processes(
+        tmp_path, "vqa/test.py", TOY_CFG, ["--ckpt", ckpt, "--result-name", "tiny", "--bs", "7"],
+        tiny_overrides(vqa_vocab_only_dir, vqa_toy_root))
+    assert "in 2 process(es)" in output
+    assert list(one) == ["tiny_vqa2_test2015.json"] and one == two
+    assert len(json.loads(one["tiny_vqa2_test2015.json"])) == 100  # the toy world's test questions

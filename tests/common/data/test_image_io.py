@@ -76,3 +76,28 @@ def test_one_handle_per_archive_per_process(archive, monkeypatch):
     second = image_io.open_archive(str(archive))
     assert second is not first
     assert all(pid == real_pid + 1 for pid, _ in image_io._ARCHIVES)
+
+
+def test_open_image_or_blank_follows_skip_unreadable(tmp_path, caplog):
+    good, broken = tmp_path / "good.jpg", tmp_path / "broken.jpg"
+    data = jpeg_bytes(32, 24)
+    good.write_bytes(data)
+    broken.write_bytes(data[: len(data) // 2])  # truncated mid-scan
+    assert image_io.open_image_or_blank(str(good), (5, 5), True).size == (32, 24)
+    with pytest.raises(ImageReadError, match="broken.jpg"):
+        image_io.open_image_or_blank(str(broken), (32, 24), False)
+    with pytest.raises(ImageReadError, match="broken.jpg"):  # no size from the annotations: nothing to stand in
+        image_io.open_image_or_blank(str(broken), None, True)
+    with caplog.at_level("WARNING"):
+        blank = image_io.open_image_or_blank(str(broken), (40, 30), True)
+        missing = image_io.open_image_or_blank(str(tmp_path / "none.jpg"), (8, 6), True)
+    assert blank.size == (40, 30) and not np.asarray(blank).any() and missing.size == (8, 6)
+    assert "broken.jpg" in caplog.text and "none.jpg" in caplog.text and "SKIP_UNREADABLE_IMAGES" in caplog.text
+
+
+def test_write_json_atomic_keeps_the_old_file_on_failure(tmp_path):
+    path = str(tmp_path / "sub" / "r.json")
+    image_io.write_json_atomic(path, [1, 2])
+    with pytest.raises(TypeError):
+        image_io.write_json_atomic(path, [3, object()])
+    assert read_json(path) == [1, 2] and os.listdir(tmp_path / "sub") == ["r.json"]

@@ -59,3 +59,20 @@ def test_missing_vocab_is_named(tmp_path):
         BertTokenizer.from_pretrained_dir(str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"nothere\.txt"):
         BertTokenizer(str(tmp_path / "nothere.txt"))
+
+
+def test_text_budget_fits_the_position_table(caplog):
+    from common.data.tokenizer import check_seq_len, text_budget, truncate_to_budget
+
+    # 64 positions, [CLS] q [SEP] [MASK] [SEP], 10 boxes, [END]: 64 - 4 - 10 - 1 = 49 question pieces
+    assert text_budget(64, 4, 10) == 49 and text_budget(64, 2, 0) == 60  # no box: [END] still needs T + 1
+    ids = list(range(1000, 1060))
+    with caplog.at_level("WARNING"):
+        assert truncate_to_budget(ids, 49, "question 7") == ids[:49]
+    assert "question 7: text of 60 wordpieces cut to 49" in caplog.text
+    assert truncate_to_budget(ids[:3], 49, "q") == ids[:3]
+    with pytest.raises(ValueError, match="question 8: no room"):
+        truncate_to_budget(ids, 0, "question 8")
+    check_seq_len(62, 64)
+    with pytest.raises(ValueError, match="DATASET.SEQ_LEN 63 does not fit NETWORK.VLBERT.max_position_embeddings 64"):
+        check_seq_len(63, 64)

@@ -1,6 +1,7 @@
 """A tiny stand-in task (seeded random regression data, a small MLP with dropout) to test the engine alone."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.engine.task import Task
+from common.atomic_write import open_atomic
+from common.engine.task import Predictions, Task
 from common.metrics import Metric
 
 
@@ -23,6 +25,9 @@ class StandInDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.x)
+
+    def describe(self, index: int) -> str:
+        return f"stand-in sample {index}"
 
     def __getitem__(self, index: int) -> dict:
         x = self.x[index].clone()
@@ -39,7 +44,7 @@ class StandInModule(nn.Module):
         self.crash_rank = int(os.environ.get("STANDIN_CRASH_RANK", "-1"))
 
     @classmethod
-    def from_config(cls, cfg) -> StandInModule:
+    def from_config(cls, cfg, load_pretrained: bool = True) -> StandInModule:
         return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
 
     def forward(self, batch: dict) -> dict:
@@ -64,10 +69,19 @@ def build_dataset(cfg, split: str) -> StandInDataset:
     return StandInDataset(size, nan)
 
 
+def write_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
+    """`{result_name}_standin_{image set}.json`: [index, exact float repr of the prediction] per sample."""
+    path = os.path.join(result_dir, f"{result_name}_standin_{predictions.image_set}.json")
+    with open_atomic(path) as f:
+        json.dump([[o["index"], repr(float(o["prediction"][0]))] for o in predictions.outputs], f)
+    return path
+
+
 STANDIN = Task(
     name="standin",
     add_defaults=lambda cfg: None,
     build_dataset=build_dataset,
     modules={"StandIn": StandInModule},
     build_metrics=lambda cfg: [NegativeMSE("NegMSE")],
+    write_predictions=write_predictions,
 )

@@ -19,7 +19,7 @@ def test_partial_pretrain_then_do_test(tmp_path):
     task = dataclasses.replace(
         STANDIN,
         after_load_pretrain=lambda module, cfg, state_dict: calls.setdefault("after_load", sorted(state_dict)),
-        extra={"test": lambda cfg, path: calls.setdefault("test", path)},
+        test_after_training=lambda cfg, path, env: calls.setdefault("test", path),
     )
     argv = ["--cfg", YAML, "--model-dir", str(tmp_path), "--partial-pretrain", str(pretrain_path), "--do-test",
             "OUTPUT_PATH", "out", "TRAIN.END_EPOCH", "1", "TRAIN.OPTIMIZER", "SGD", "TRAIN.LR", "0", "TRAIN.WD", "0"]

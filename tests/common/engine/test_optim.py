@@ -90,7 +90,7 @@ def test_no_decay_groups_hold_norm_weights_and_biases():
                                                  ("AdamW", OriginalAdamW)])
 def test_base_lr_is_per_sample_lr_times_total_batch(name, expected_type):
     cfg = EasyDict(TRAIN=dict(LR=1e-4, BATCH_IMAGES=8, GRAD_ACCUMULATE_STEPS=2, WD=0.0001, MOMENTUM=0.9,
-                              OPTIMIZER=name, LR_MULT=[("head", 0.5)], ADAMW_ORIGINAL=True))
+                              OPTIMIZER=name, LR_MULT=[("head", 0.5)], ADAMW_ORIGINAL=True, NO_DECAY_NORM_BIAS=False))
     optimizer = build_optimizer(cfg, Tiny(), world_size=4)
     assert isinstance(optimizer, expected_type)
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
@@ -99,7 +99,7 @@ def test_base_lr_is_per_sample_lr_times_total_batch(name, expected_type):
 
 def test_unknown_optimizer_names_the_key():
     cfg = EasyDict(TRAIN=dict(LR=1e-4, BATCH_IMAGES=1, GRAD_ACCUMULATE_STEPS=1, WD=0.0, MOMENTUM=0.9,
-                              OPTIMIZER="Lamb", LR_MULT=[]))
+                              OPTIMIZER="Lamb", LR_MULT=[], NO_DECAY_NORM_BIAS=False))
     with pytest.raises(ValueError, match="TRAIN.OPTIMIZER"):
         build_optimizer(cfg, Tiny(), world_size=1)
 
@@ -228,7 +228,8 @@ def test_original_adamw_rejects_an_unknown_impl():
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
 def test_built_optimizers_are_fused_on_cpu(name):
     cfg = EasyDict(TRAIN=dict(LR=1e-4, BATCH_IMAGES=2, GRAD_ACCUMULATE_STEPS=1, WD=0.01, MOMENTUM=0.9,
-                              OPTIMIZER=name, LR_MULT=[("head", 0.5)], ADAMW_ORIGINAL=False))
+                              OPTIMIZER=name, LR_MULT=[("head", 0.5)], ADAMW_ORIGINAL=False,
+                              NO_DECAY_NORM_BIAS=False))
     optimizer = build_optimizer(cfg, Tiny(), world_size=1)
     assert optimizer.defaults["fused"] is True and optimizer.defaults.get("foreach") in (None, False)
     assert all(group["fused"] for group in optimizer.param_groups)
@@ -246,7 +247,7 @@ def test_fast_kwargs_falls_back_to_foreach_where_fused_is_not_supported():
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_fused_cpu_optimizer_skips_the_step_the_fp16_scaler_rejects(name):
     cfg = EasyDict(TRAIN=dict(LR=1e-2, BATCH_IMAGES=1, GRAD_ACCUMULATE_STEPS=1, WD=0.0, MOMENTUM=0.9,
-                              OPTIMIZER=name, LR_MULT=[]))
+                              OPTIMIZER=name, LR_MULT=[], NO_DECAY_NORM_BIAS=False))
     module = Tiny()
     optimizer = build_optimizer(cfg, module, world_size=1)
     amp = MixedPrecision(torch.device("cpu"), torch.float16, init_scale=128.0)

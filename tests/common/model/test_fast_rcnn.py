@@ -9,6 +9,7 @@ from torchvision.ops import roi_align
 
 from common.model.box_geometry import box_geometry_embedding
 from common.model.fast_rcnn import FastRCNN, map_original_fast_rcnn_keys
+from common.model.front_ends import build_visual_front_end
 from common.model.state_dict_io import CheckpointError, load_state_dict_with_report
 
 # two images with different box counts; -2 rows are padding
@@ -29,7 +30,8 @@ def batch_images():
 def network_cfg(**changes):
     net = dict(IMAGE_NUM_LAYERS=50, IMAGE_C5_DILATED=True, IMAGE_STRIDE_IN_1x1=True, IMAGE_PRETRAINED="",
                IMAGE_PRETRAINED_EPOCH=0, IMAGE_FROZEN_BACKBONE_STAGES=[1, 2], IMAGE_FROZEN_BN=True, IMAGE_FINAL_DIM=16,
-               IMAGE_SEMANTIC=False, IMAGE_FEAT_PRECOMPUTED=False, OUTPUT_CONV5=False, ENABLE_CNN_REG_LOSS=False)
+               IMAGE_SEMANTIC=False, IMAGE_FEAT_PRECOMPUTED=False, OUTPUT_CONV5=False, ENABLE_CNN_REG_LOSS=False,
+               IMAGE_CHANNELS_LAST=False)
     net.update(changes)
     return EasyDict(NETWORK=net)
 
@@ -144,7 +146,7 @@ def test_load_backbone_weights_splits_layer4_into_the_roi_head(tmp_path):
 def test_precomputed_mode_semantic_and_mvrc_replacement():
     torch.manual_seed(0)
     cfg = network_cfg(IMAGE_FEAT_PRECOMPUTED=True, IMAGE_SEMANTIC=True, ENABLE_CNN_REG_LOSS=True)
-    model = FastRCNN.from_config(cfg).eval()
+    model = build_visual_front_end(cfg).eval()
     assert not hasattr(model, "backbone") and not hasattr(model, "regularizing_predictor")
     assert model.obj_downsample[1].in_features == 2048 + 2048 + 128
     mask = BOXES[..., 0] > -1.5

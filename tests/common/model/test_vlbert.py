@@ -115,6 +115,27 @@ def test_sdpa_path_equals_explicit_softmax_path(tiny_vlbert_config):
         assert layer_probs[0].min() > 0
 
 
+@pytest.mark.parametrize("separately", [False, True])
+@pytest.mark.parametrize("with_probs", [False, True])
+def test_outputs_are_named_tuples_in_the_original_order(tiny_vlbert_config, separately, with_probs):
+    cfg = tiny_vlbert_config()
+    torch.manual_seed(3)
+    model = VisualLinguisticBert(cfg).eval()
+    with torch.no_grad():
+        out = model(**make_inputs(cfg), output_all_encoded_layers=False, output_attention_probs=with_probs,
+                    output_text_and_object_separately=separately)
+    names = ("text", "objects", "pooled") if separately else ("encoded", "pooled")
+    names += ("attention_probs",) if with_probs else ()
+    assert isinstance(out, tuple) and out._fields == names
+    for i, name in enumerate(names):  # positional unpacking of the original and the names give the same tensors
+        assert out[i] is getattr(out, name)
+    assert out.pooled.shape == (2, 32)
+    if separately:
+        assert out.text.shape == (2, 4, 32) and out.objects.shape == (2, 3, 32)
+    if with_probs:
+        assert len(out.attention_probs) == 2 and out.attention_probs[0].shape == (2, 4, 6, 6)
+
+
 def test_visual_scale_is_not_applied_in_place(tiny_vlbert_config):
     cfg = tiny_vlbert_config(visual_ln=False, visual_scale_text_init=0.5, visual_scale_object_init=0.25)
     model = VisualLinguisticBert(cfg).eval()

@@ -1,27 +1,105 @@
-"""Conceptual Captions as VL-BERT consumes it: `{split}_frcnn.json` (JSON lines of image path, caption words and
-bottom-up box-file path), read from folders or from stored zips (`train_image.zip@/00000042.jpg`)."""
+"""Image-caption data shared by pretraining and image-text matching: the Conceptual Captions files
+(`{split}_frcnn.json` JSON lines of image path, caption words and bottom-up box-file path, read from folders or from
+stored zips such as `train_image.zip@/00000042.jpg`), the raw sample they give, and the joint text/box truncation."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+from PIL import Image
 from torch.utils.data import Dataset
 
-from common.data.box_files import read_box_file
-from common.data.image_io import ImageReadError, open_image
-from common.data.masking import EpochSeeded
+from common.data.box_files import BoxFileError, read_box_file
+from common.data.image_io import open_image_or_blank
+from common.data.masking import IGNORE_LABEL, EpochSeeded
 from common.data.packed_strings import PackedStrings, PackedStringsBuilder
-from pretrain.datasets.caption_sample import (
-    CAPTION_PAD_RULES,
-    CaptionSampleBuilder,
-    RawCaptionSample,
-    detector_regions,
-    raw_caption_sample,
-)
+
+# collate rules of every image-caption dataset (pad value per key, None = stack)
+CAPTION_PAD_RULES = {"image": 0.0, "boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0,
+                     "relationship_label": None, "mlm_labels": IGNORE_LABEL, "mvrc_ops": 0, "mvrc_labels": 0.0,
+                     "index": None}
+
+
+@dataclass
+class RawCaptionSample:
+    """What a dataset reads from its files, before any corruption. Boxes are detector boxes (no whole-image box),
+    in original-image pixels, sorted by confidence; classes [N, C] is the MVRC target distribution."""
+
+    image: Image.Image | None  # None in precomputed mode
+    image_size: tuple[int, int]  # (w, h) of the original image
+    boxes: np.ndarray  # [N, 4]
+    classes: np.ndarray  # [N, C]
+    features: np.ndarray | None  # [N, D] precomputed mode only
+    words: list[str]  # the caption, split into words
+    source: str = ""  # the box file (or annotation) the boxes come from, for messages
+
+
+def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndarray | None):
+    """Reorder by descending max class probability (background column included, as the original); stable."""
+    order = np.argsort(-classes.max(axis=1), kind="stable") if len(classes) else np.arange(0)
+    return boxes[order], classes[order], None if features is None else features[order]
+
+
+def detector_regions(record: dict, where: str, num_classes: int | None = None,
+                     precomputed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes [N, 4], classes [N, C], features [N, D] or None) of a box record (what `read_box_file` returns, or
+    the same fields read from a shard), checked and sorted by confidence; errors name `where` (file or shard key).
+
+    With `num_classes` (the MVRC head's width), `classes` must have that many columns; an image without detections
+    keeps targets of that width, so that it trains its caption (MLM, relationship) over the whole-image box alone
+    and a batch of such images has no MVRC target rather than a 0-column one.
+    """
+    if "classes" not in record:
+        raise BoxFileError(f"{where}: field 'classes' is missing (needed as the MVRC target)")
+    classes = record["classes"]
+    if record["num_boxes"] == 0 and num_classes is not None:
+        classes = np.zeros((0, num_classes), dtype=np.float32)
+    width = classes.shape[1]
+    if num_classes is not None and record["num_boxes"] > 0 and width != num_classes:
+        raise BoxFileError(f"{where}: 'classes' has {width} columns (detector classes, background included) "
+                           f"but NETWORK.VLBERT.visual_region_classes is {num_classes}; set the key to "
+                           f"{width} (data/extract_boxes.py prints it)")
+    if precomputed and "features" not in record:
+        raise BoxFileError(f"{where}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
+    return sort_by_confidence(record["boxes"], classes, record.get("features") if precomputed else None)
+
+
+def raw_caption_sample(regions: tuple, image: Image.Image | None, record: dict, words: list[str],
+                       where: str) -> RawCaptionSample:
+    """The raw sample of `detector_regions` output, the decoded image (None in precomputed mode, where the size
+    comes from the record's `image_w`/`image_h`) and the caption words; `where` becomes its `source`."""
+    size = image.size if image is not None else (record.get("image_w"), record.get("image_h"))
+    if size[0] is None or size[1] is None:
+        raise BoxFileError(f"{where}: fields 'image_w'/'image_h' are needed in precomputed mode")
+    boxes, classes, features = regions
+    return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features, [str(w) for w in words],
+                            source=where)
+
+
+def truncate_lengths(num_text: int, num_boxes: int, seq_len: int) -> tuple[int, int]:
+    """Joint truncation of the original: while text + boxes > seq_len drop one element from the longer list
+    (text on ties); keep at least 2 text tokens ([CLS] + [SEP]) and 1 box (the whole image)."""
+    text, boxes = num_text, num_boxes
+    while text + boxes > seq_len and text > 0 and boxes > 0:
+        if boxes > text:
+            boxes -= 1
+        else:
+            text -= 1
+    return max(text, min(2, num_text)), max(boxes, min(1, num_boxes))
+
+
+class CaptionItemBuilder(Protocol):
+    """Turns a raw sample into an item dict (pretraining's `CaptionSampleBuilder`)."""
+
+    def build(self, raw: RawCaptionSample, index: int, rng: np.random.Generator,
+              other_caption: Callable[[np.random.Generator], list[str]]) -> dict: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +181,7 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
 
     PAD_RULES = CAPTION_PAD_RULES
 
-    def __init__(self, data_path: str, image_set: str, builder: CaptionSampleBuilder, precomputed: bool = False,
+    def __init__(self, data_path: str, image_set: str, builder: CaptionItemBuilder | None, precomputed: bool = False,
                  zip_mode: bool = False, seed: int = 0, skip_unreadable_images: bool = False,
                  num_classes: int | None = None):
         if image_set not in ANNOTATION_FILES:
@@ -121,6 +199,14 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         """The stored zip-style path as a readable path under DATASET_PATH for the current mode."""
         return os.path.join(self.data_path, stored if self.zip_mode else folder_path(stored))
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: its record in the annotation file, the box file (and image) it reads."""
+        record = self.records[index]
+        files = f"box file {self.resolve(record['frcnn'])}"
+        if not self.precomputed:
+            files = f"image {self.resolve(record['image'])}, " + files
+        return f"{self.ann_file} record {index + 1} ({files})"
+
     def read_raw(self, index: int) -> RawCaptionSample:
         record = self.records[index]
         box_path = self.resolve(record["frcnn"])
@@ -134,15 +220,8 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         return raw_caption_sample(regions, image, boxes_file, record["caption"], box_path)
 
     def _open_image(self, path: str, size):
-        try:
-            return open_image(path)
-        except (ImageReadError, FileNotFoundError) as err:
-            if not self.skip_unreadable_images or size[0] is None:
-                raise
-            from PIL import Image
-
-            log.warning("%s; using a zero image of %dx%d (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
-            return Image.new("RGB", (int(size[0]), int(size[1])))
+        known = None if size[0] is None or size[1] is None else size
+        return open_image_or_blank(path, known, self.skip_unreadable_images)
 
     def other_caption(self, index: int, rng: np.random.Generator) -> list[str]:
         """The caption of a uniformly drawn other sample (the relationship task's negative)."""
@@ -152,4 +231,6 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
 
     def __getitem__(self, index: int) -> dict:
         rng = self.item_rng(index)
+        if self.builder is None:
+            raise TypeError("ConceptualCaptionsDataset built without an item builder reads raw samples only (read_raw)")
         return self.builder.build(self.read_raw(index), index, rng, lambda r: self.other_caption(index, r))

@@ -1,0 +1,182 @@
+"""Building a training run: the config the run really uses, the pre-flight check, the module and its starting
+weights (a resume, or NETWORK.PARTIAL_PRETRAIN through the task's key map), the loaders and every collaborator of the
+loop, gathered in one `Run`. `common/engine/trainer.py` runs it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from common.config import dataset_sections, dump_config
+from common.config_node import ConfigNode
+from common.data.loader import build_loader
+from common.data.preflight import require_data
+from common.engine.amp import MixedPrecision
+from common.engine.checkpoint import Checkpointer
+from common.engine.dist import DistEnv
+from common.engine.log import TrainLogger
+from common.engine.lr_schedule import LRSchedule, build_lr_schedule
+from common.engine.optim import build_optimizer, total_batch_size
+from common.engine.state import TrainState
+from common.engine.task import BatchLoader, Task
+from common.metrics import LossLogger, Metric
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    if seed < 0:
+        return
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def output_layout(cfg: ConfigNode, cfg_name: str) -> tuple[str, str]:
+    """The original layout: `{OUTPUT_PATH}/{cfg_name}/{TRAIN_IMAGE_SET}_train/` and the checkpoint prefix in it."""
+    image_set = dataset_sections(cfg)[0].TRAIN_IMAGE_SET
+    out_dir = os.path.join(cfg.OUTPUT_PATH, cfg_name, f"{image_set}_train")
+    return out_dir, os.path.join(out_dir, cfg.MODEL_PREFIX)
+
+
+def build_metrics(task: Task, cfg: ConfigNode) -> list[Metric]:
+    """Task metrics (the first is the host metric) plus one LossLogger per TRAIN.LOSS_LOGGERS entry."""
+    metrics = list(task.build_metrics(cfg))
+    for name, display in cfg.TRAIN.LOSS_LOGGERS:
+        metrics.append(LossLogger(name, display))
+    return metrics
+
+
+def wrap_module(module: nn.Module, cfg: ConfigNode, env: DistEnv) -> nn.Module:
+    """torch.compile when TRAIN.COMPILE, then DDP when world size > 1.
+
+    TRAIN.FIND_UNUSED_PARAMETERS defaults to true because several VL-BERT options leave parameters without
+    gradient (an unused pooler, a disabled pretraining head); a config whose every parameter is used may turn it off.
+    """
+    if bool(cfg.TRAIN.COMPILE):
+        if env.device.type == "cpu":
+            log.warning("TRAIN.COMPILE on CPU: the compiled model measured slower than eager here (bench/RESULTS.md); "
+                        "check with `make bench` before training with it")
+        module = torch.compile(module)
+    if env.is_distributed:
+        device_ids = [env.device.index] if env.device.type == "cuda" else None
+        module = nn.parallel.DistributedDataParallel(
+            module, device_ids=device_ids, find_unused_parameters=bool(cfg.TRAIN.FIND_UNUSED_PARAMETERS))
+    return module
+
+
+def load_pretrained_weights(task: Task, module: nn.Module, cfg: ConfigNode) -> None:
+    """NETWORK.PARTIAL_PRETRAIN with its prefix changes and the task's checkpoint key map (one load), then the
+    task's own initialisation (weights only)."""
+    path = cfg.NETWORK.PARTIAL_PRETRAIN
+    if not path:
+        return
+    from common.model.pretrained import load_partial_pretrain
+
+    state_dict = load_partial_pretrain(module, path, cfg.NETWORK.PARTIAL_PRETRAIN_PREFIX_CHANGES,
+                                       key_map=task.checkpoint_key_map)
+    if task.after_load_pretrain is not None:
+        task.after_load_pretrain(module, cfg, state_dict)
+
+
+def accumulation_steps(cfg: ConfigNode, world_size: int) -> int:
+    """GRAD_ACCUMULATE_STEPS, or derived from TRAIN.GLOBAL_BATCH when that is set (> 0)."""
+    global_batch = int(cfg.TRAIN.GLOBAL_BATCH)
+    if global_batch <= 0:
+        return int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
+    per_step = total_batch_size(cfg, world_size) // int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
+    if global_batch % per_step:
+        raise ValueError(f"TRAIN.GLOBAL_BATCH {global_batch} is not a multiple of "
+                         f"world size x BATCH_IMAGES = {per_step}")
+    steps = global_batch // per_step
+    log.info("TRAIN.GLOBAL_BATCH %d = world size %d x BATCH_IMAGES %s x %d accumulation steps",
+             global_batch, world_size, cfg.TRAIN.BATCH_IMAGES, steps)
+    return steps
+
+
+def splits_read(task: Task, cfg: ConfigNode) -> tuple[str, ...]:
+    """The config sections a training run reads: TRAIN, VAL when VAL_FREQUENT > 0, TEST when the task has a test
+    step (`--do-test`). The pre-flight check looks only at these, so a run without validation needs no val files."""
+    splits = ("TRAIN",) + (("VAL",) if int(cfg.VAL_FREQUENT) > 0 else ())
+    return splits + (("TEST",) if task.test_after_training is not None else ())
+
+
+def resolve_config(cfg: ConfigNode, world_size: int) -> ConfigNode:
+    """The config the run really uses: accumulation derived from GLOBAL_BATCH written back (frozen copy)."""
+    steps = accumulation_steps(cfg, world_size)
+    if steps == cfg.TRAIN.GRAD_ACCUMULATE_STEPS:
+        return cfg
+    resolved = cfg.clone()
+    resolved.TRAIN.GRAD_ACCUMULATE_STEPS = steps
+    return resolved.freeze()
+
+
+@dataclass
+class Run:
+    """Everything one training run is made of, built once by `build_run`; `state` is what changes."""
+
+    cfg: ConfigNode  # as resolved (GLOBAL_BATCH -> GRAD_ACCUMULATE_STEPS)
+    env: DistEnv
+    out_dir: str
+    model: nn.Module  # compiled / DDP-wrapped as configured
+    train_loader: BatchLoader
+    val_loader: BatchLoader | None
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    amp: MixedPrecision
+    checkpointer: Checkpointer
+    logger: TrainLogger
+    train_metrics: list[Metric]
+    val_metrics: list[Metric]
+    state: TrainState
+
+    @property
+    def accumulate(self) -> int:
+        return int(self.cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
+
+
+def start_weights(task: Task, run: Run, module: nn.Module, seed: int) -> None:
+    """Resume from the newest checkpoint when allowed; otherwise NETWORK.PARTIAL_PRETRAIN, then per-rank seeds."""
+    train = run.cfg.TRAIN
+    resume_from = run.checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
+                                               int(train.END_EPOCH))
+    if resume_from:
+        run.checkpointer.restore(resume_from, run.state, module, run.optimizer, run.schedule, run.amp)
+        return
+    load_pretrained_weights(task, module, run.cfg)
+    if seed >= 0:
+        seed_everything(seed + run.env.rank)  # dropout and augmentation differ between ranks
+
+
+def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
+    """Check the data, write the config, build the module, loaders and collaborators, and set the starting weights
+    (a resume or the pretrained ones). The order of random draws is part of the contract: runs resume bitwise."""
+    cfg = resolve_config(cfg, env.world_size)
+    require_data(cfg, task, splits_read(task, cfg))
+    out_dir, prefix = output_layout(cfg, cfg_name)
+    if env.is_main:
+        os.makedirs(out_dir, exist_ok=True)
+        dump_config(cfg, os.path.join(out_dir, "config.yaml"))
+    seed = int(cfg.RNG_SEED)
+    seed_everything(seed)  # equal on every rank: the same initial weights
+    module = task.build_module(cfg).to(env.device)
+    train_loader = build_loader(task, cfg, "train", env)
+    val_loader = build_loader(task, cfg, "val", env) if int(cfg.VAL_FREQUENT) > 0 else None
+    steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
+    optimizer = build_optimizer(cfg, module, env.world_size)
+    logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
+                         total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
+    run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
+              build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
+              Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict()), logger,
+              build_metrics(task, cfg), build_metrics(task, cfg), TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
+    start_weights(task, run, module, seed)
+    run.model = wrap_module(module, cfg, env)
+    return run
