@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,11 @@ def test_toy_pretraining_on_shards_goes_past_a_bad_sample(broken_shards, vocab_o
     assert checkpoint["config"]["DATASET"][0]["FORMAT"] == "wds"
     assert "Epoch[0] Validation" in log
     assert "samples read on rank 0 are bad" not in log
+    # the epoch-end summary of each streaming training dataset (the trainer's bad-sample log)
+    read = re.search(r"Epoch\[0\] DATASET \(conceptual_captions\)\.TRAIN_SHARDS: 1 of (\d+) samples read so far "
+                     r"were bad and skipped", log)
+    assert read and int(read.group(1)) >= 41, log[-3000:]  # 40 used + the bad one, and what the buffer holds
+    assert re.search(r"Epoch\[0\] DATASET \(general_corpus\)\.TRAIN_SHARDS: 0 of \d+ samples read", log)
 
 
 @pytest.mark.slow
