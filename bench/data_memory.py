@@ -18,6 +18,8 @@ import numpy as np
 import psutil
 from torch.utils.data import DataLoader, Dataset
 
+from common.atomic_write import open_atomic
+
 log = logging.getLogger("bench.data_memory")
 KINDS = ("list_of_dicts", "packed")
 WORDS = ("a", "the", "man", "woman", "dog", "on", "in", "with", "red", "blue", "beach", "city", "street", "at",
@@ -30,13 +32,12 @@ def write_index(path: str, records: int, seed: int = 0) -> None:
     lengths = rng.integers(4, 21, records)
     words = rng.integers(len(WORDS), size=int(lengths.sum()))
     start = 0
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+    with open_atomic(path) as handle:
         for n, length in enumerate(lengths.tolist()):
             caption = [WORDS[w] for w in words[start:start + length].tolist()]
             start += length
             handle.write(json.dumps({"image": f"train_image.zip@/{n:08d}.jpg", "caption": caption,
                                      "frcnn": f"train_frcnn.zip@/{n:08d}.json"}) + "\n")
-    os.replace(path + ".tmp", path)
 
 
 def read_list_of_dicts(path: str) -> list[dict]:

@@ -8,7 +8,6 @@ Each has `train_frcnn.json`, `train_image/`, `train_frcnn/`, the two zips, `shar
 format and the seconds make_shards took). Not for git: write it under /tmp.
 """
 import argparse
-import io
 import json
 import logging
 import multiprocessing
@@ -20,6 +19,7 @@ import time
 import numpy as np
 from PIL import Image, ImageDraw
 
+from common.atomic_write import open_atomic, write_json_atomic
 from common.data.box_files import write_box_file
 
 log = logging.getLogger("bench.make_image_set")
@@ -27,8 +27,8 @@ WIDTH, HEIGHT, CLASSES, FEATURES = 640, 480, 1601, 2048
 _NOISE: list = []
 
 
-def make_jpeg(index: int) -> bytes:
-    """A 640x480 scene (colour gradient, 10-40 shapes, sensor-like noise) as a quality-90 JPEG."""
+def make_image(index: int) -> Image.Image:
+    """A 640x480 scene (colour gradient, 10-40 shapes, sensor-like noise); saved as a quality-90 JPEG."""
     rng = np.random.default_rng([index, 7])
     if not _NOISE:
         noise_rng = np.random.default_rng(0)
@@ -43,9 +43,7 @@ def make_jpeg(index: int) -> bytes:
         x0, y0 = int(rng.integers(0, WIDTH - 20)), int(rng.integers(0, HEIGHT - 20))
         box = [x0, y0, x0 + int(rng.integers(10, 200)), y0 + int(rng.integers(10, 200))]
         (draw.ellipse if k % 2 else draw.rectangle)(box, fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=90)
-    return out.getvalue()
+    return image
 
 
 def box_arrays(index: int, with_features: bool) -> dict:
@@ -67,8 +65,8 @@ def write_record(args: tuple) -> None:
     name = f"{index:08d}"
     image_path = os.path.join(root, "train_image", f"{name}.jpg")
     if image_source is None:
-        with open(image_path, "wb") as handle:
-            handle.write(make_jpeg(index))
+        with open_atomic(image_path, "wb") as handle:
+            make_image(index).save(handle, "JPEG", quality=90)
     elif not os.path.exists(image_path):
         os.link(os.path.join(image_source, f"{name}.jpg"), image_path)
     write_box_file(os.path.join(root, "train_frcnn", f"{name}.json"), image_w=WIDTH, image_h=HEIGHT,
@@ -86,7 +84,7 @@ def make_set(root: str, count: int, with_features: bool, workers: int, image_sou
             if done % 2000 == 0:
                 log.info("%s: %d / %d records", root, done, count)
     rng = np.random.default_rng(3)
-    with open(os.path.join(root, "train_frcnn.json"), "w", encoding="utf-8") as handle:
+    with open_atomic(os.path.join(root, "train_frcnn.json")) as handle:
         for i in range(count):
             words = rng.choice(["a", "photo", "of", "the", "red", "car", "dog", "on", "street", "beach"], 10)
             handle.write(json.dumps({"image": f"train_image.zip@/{i:08d}.jpg", "caption": words.tolist(),
@@ -103,8 +101,7 @@ def make_set(root: str, count: int, with_features: bool, workers: int, image_sou
         path = os.path.join(root, name)
         sizes[name] = os.path.getsize(path) if os.path.isfile(path) else sum(
             os.path.getsize(os.path.join(path, n)) for n in os.listdir(path))
-    with open(os.path.join(root, "sizes.json"), "w") as handle:
-        json.dump(sizes, handle, indent=1)
+    write_json_atomic(os.path.join(root, "sizes.json"), sizes, indent=1)
     return sizes
 
 

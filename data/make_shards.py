@@ -10,7 +10,6 @@ renamed, then recorded. Exit status: 0 every shard written (skipped samples are 
 failed (run again to resume); 2 bad arguments or input; 3 with --fail-on-skip when any sample was skipped.
 """
 import argparse
-import json
 import logging
 import multiprocessing
 import os
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from tqdm import tqdm
 from webdataset import TarWriter
 
+from common.atomic_write import open_atomic, write_json_atomic
 from common.data.shards import read_sidecar, sidecar_path
 from data.extract_boxes import DETECTORS, default_weights_path
 from data.shard_inputs import CaptionFolderInput, CorpusInput, ShardDetector, WebDatasetInput
@@ -33,18 +33,11 @@ def shard_path(out: str, prefix: str, number: int) -> str:
     return os.path.join(out, f"{prefix}-{number:06d}.tar")
 
 
-def write_json_atomically(path: str, data: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1)
-    os.replace(tmp, path)
-
-
 def write_shard(source, number: int, path: str) -> dict:
     """Write shard `number` of `source` to `path` (temporary name, fsync, rename), then its record."""
-    tmp, skipped, keys = path + ".tmp", [], []
+    skipped, keys = [], []
     name = os.path.basename(path)
-    with open(tmp, "wb") as handle:
+    with open_atomic(path, "wb") as handle:  # flushed, fsynced and renamed when complete
         writer = TarWriter(handle, encoder=False, mtime=0)  # fixed times: the same input gives the same bytes
         for key, members, reason in source.samples(number):
             if members is None:
@@ -54,13 +47,10 @@ def write_shard(source, number: int, path: str) -> dict:
             writer.write(members)
             keys.append(key)
         writer.close()
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     record = {"version": 1, "shard": name, "samples": len(keys), "bytes": os.path.getsize(path),
               "content": source.content, "first_key": keys[0] if keys else None,
               "last_key": keys[-1] if keys else None, "skipped": skipped, "source": source.description}
-    write_json_atomically(sidecar_path(path), record)
+    write_json_atomic(sidecar_path(path), record, indent=1)
     return record
 
 
@@ -112,7 +102,7 @@ def write_manifest(source, out: str, prefix: str) -> dict | None:
                 "bytes": sum(r["bytes"] for r in records), "content": source.content, "source": source.description,
                 "skipped": [s for r in records for s in r["skipped"]],
                 "per_shard": [{"shard": r["shard"], "samples": r["samples"]} for r in records]}
-    write_json_atomically(os.path.join(out, f"{prefix}-manifest.json"), manifest)
+    write_json_atomic(os.path.join(out, f"{prefix}-manifest.json"), manifest, indent=1)
     return manifest
 
 

@@ -34,7 +34,7 @@ def sample_index(key: str, meta: dict | None = None) -> int:
 
 def encode_array(array: np.ndarray) -> bytes:
     out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)
+    np.lib.format.write_array(out, np.ascontiguousarray(array, dtype=np.float32), allow_pickle=False)  # = np.save
     return out.getvalue()
 
 

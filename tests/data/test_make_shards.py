@@ -76,7 +76,7 @@ def test_resume_rewrites_only_incomplete_shards(small_world_root, tmp_path, caps
     os.remove(tmp_path / "train-000002.json")  # killed between the rename and the record
     with open(tmp_path / "train-000003.tar", "r+b") as handle:  # cut after it was made
         handle.truncate(1000)
-    open(tmp_path / "train-000004.tar.tmp", "wb").close()  # a temporary file left by a killed run
+    open(tmp_path / "train-000004.tar.tmp-12345", "wb").close()  # a temporary file left by a killed run
     capsys.readouterr()
     assert main(args) == 0
     assert "2 shards written now, 3 already complete" in capsys.readouterr().out
@@ -105,12 +105,13 @@ def test_bad_items_are_skipped_and_reported_by_key(small_world_root, tmp_path, c
 
 def test_a_failed_shard_is_written_by_the_next_run(small_world_root, tmp_path, capsys):
     args = ["cc", "--root", cc_root(small_world_root), "--out", str(tmp_path), "--samples-per-shard", "8"]
-    os.makedirs(tmp_path / "train-000001.tar.tmp")  # the shard's temporary file cannot be opened
+    blocked = tmp_path / f"train-000001.tar.tmp-{os.getpid()}"  # open_atomic's temporary name (one process)
+    os.makedirs(blocked)  # the shard's temporary file cannot be opened
     assert main(args) == 1
     out = capsys.readouterr().out
     assert "4 shards written now, 0 already complete, 1 failed" in out and "FAILED" in out
     assert not (tmp_path / "train-manifest.json").exists()
-    os.rmdir(tmp_path / "train-000001.tar.tmp")
+    os.rmdir(blocked)
     assert main(args) == 0 and (tmp_path / "train-manifest.json").exists()
 
 
