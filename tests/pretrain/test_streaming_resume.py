@@ -30,10 +30,12 @@ def epoch_batches(loader: DataLoader, epoch: int, start: int = 0) -> list[dict]:
     return list(loader)
 
 
-@pytest.mark.parametrize("workers, persistent", [(0, False), (2, True), (2, False)])
+@pytest.mark.parametrize("workers, persistent, resample", [(0, False, "true"), (2, True, "true"), (2, False, "false")])
 def test_a_shard_loader_placed_at_batch_k_yields_the_epochs_batches_from_k(toy_shards, minilm_dir, workers,
-                                                                           persistent):
-    cfg = shard_config(toy_shards, minilm_dir, "DATASET.0.SAMPLES_PER_EPOCH", "40", "TRAIN.FLIP_PROB", "0.5")
+                                                                           persistent, resample):
+    """Resampled shards, or (RESAMPLE_SHARDS false) shard permutations; the shuffle buffer on; random flips."""
+    cfg = shard_config(toy_shards, minilm_dir, "DATASET.0.SAMPLES_PER_EPOCH", "40", "TRAIN.FLIP_PROB", "0.5",
+                       "DATASET.0.RESAMPLE_SHARDS", resample)
     batches = ShardBatches(captions(cfg), batch_size=4, num_workers=workers)
     loader = DataLoader(batches, batch_size=None, num_workers=workers, persistent_workers=persistent)
     whole = epoch_batches(loader, 2)
