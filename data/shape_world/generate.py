@@ -53,7 +53,7 @@ WORLD_SIZES = {
                       {"train2014": 900, "val2014": 300, "test2015": 100, "train2017": 40, "val2017": 40},
                       {"train": 200, "val": 40, "testA": 40, "testB": 40},
                       {"train": 600, "val": 150, "test": 100}, {"train": 600, "val": 100}, corpus_lines=4000,
-                      vqa_per_image=6, flickr=(("train", 800), ("val", 100), ("test", 100))),
+                      vqa_per_image=6, flickr=(("train", 400), ("val", 50), ("test", 100))),
 }
 
 
