@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-all lint demo bench toy toy-backbone minilm clean
+.PHONY: venv test test-all lint demo bench toy toy-backbone minilm clean eval browser-deps
 
 venv: $(STAMP)
 
@@ -16,12 +16,29 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 # Fast suite (everything but tests marked slow). pytest exit code 5 ("no tests ran") is a failure here.
-test: venv
+# The results-browser tests drive a headless Chromium: browser-deps installs it first (docs/EVALUATION.md).
+test: venv browser-deps
 	$(PY) -m pytest -q -m "not slow" tests
 
 # Everything, the multi-process and longer end-to-end tests included.
-test-all: venv
+test-all: venv browser-deps
 	$(PY) -m pytest -q tests
+
+# Debian's chromium for tests/viz/test_browse.py, installed by its package name when missing (about 1 min and 120
+# packages on Debian 12). Without root and sudo it stops with the command to run: the browser tests fail rather
+# than skip, so a missing browser cannot pass unnoticed (deselect them with -m "not browser").
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  elif command -v sudo >/dev/null 2>&1; then sudo apt-get update && sudo apt-get install -y chromium; \
+	  else echo "make browser-deps: chromium is missing; run 'apt-get install -y chromium' as root" >&2; exit 1; fi; }
+	@chromium --version
+
+# The evaluation suite (scripts/eval_suite.py): SUITE lists (task, config, checkpoint, split) entries.
+SUITE ?= cfgs/eval_suite_toy.yaml
+EVAL_OUT ?= eval_output
+eval: venv
+	$(PY) scripts/eval_suite.py $(SUITE) --out $(EVAL_OUT)
 
 lint: venv
 	$(VENV)/bin/ruff check .
@@ -53,4 +70,4 @@ bench: venv
 	$(PY) bench/train_step.py
 
 clean:
-	rm -rf output demo_output .pytest_cache
+	rm -rf output demo_output eval_output .pytest_cache

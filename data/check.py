@@ -1,4 +1,4 @@
-"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain|itm|retrieval] [KEY VALUE ...]`.
+"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task <task folder>] [KEY VALUE ...]`.
 
 Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
 The network weights are checked here; the data files by the task's own check (`Task.check_data`, e.g. vqa/check.py).

@@ -1,5 +1,6 @@
 """Build the whole toy world under one root: COCO + VQA v2 + RefCOCO+, VCR, Conceptual Captions, COCO
-captions 2017, the text corpus and the Karpathy retrieval files (Flickr30K, COCO), plus `baselines.json`. Same seed and size -> same bytes."""
+captions 2017, the text corpus and the Karpathy retrieval files (Flickr30K, COCO), plus `baselines.json`.
+Same seed and size -> same bytes."""
 from __future__ import annotations
 
 import logging

@@ -16,9 +16,9 @@ from common.config import (
     load_config,
 )
 from itm.config import add_itm_defaults
-from retrieval.config import add_retrieval_defaults
 from pretrain.config import add_pretrain_defaults
 from refcoco.config import add_refcoco_defaults
+from retrieval.config import add_retrieval_defaults
 from vcr.config import add_vcr_defaults
 from vqa.config import add_vqa_defaults
 
