@@ -91,3 +91,25 @@ def test_data_check_passes_the_toy_world_and_names_a_missing_box_file(retrieval_
     out = Problems()
     check_retrieval_data(retrieval_tiny_cfg("DATASET.DATASET_PATH", str(copy)), out, samples=50, sections=("TEST",))
     assert out == [f"box file not found: {copy}/flickr30k_frcnn/{victim}.json (config DATASET.BOX_FOLDER)"]
+
+
+def test_toy_world_sizes_and_box_files(small_world_root):
+    """The toy Flickr30K holds the images per split that data/shape_world/generate.py declares (PREPARE_DATA.md),
+    five captions each and a box file with features for every image; the toy COCO file splits val2014 into
+    val / test / restval and names box files by cocoid."""
+    from data.shape_world.generate import WORLD_SIZES
+    from retrieval.check import check_region_file
+
+    flickr = os.path.join(small_world_root, "flickr30k")
+    for split, count in WORLD_SIZES["small"].flickr:
+        images = read_karpathy(os.path.join(flickr, "dataset_flickr30k.json"), split)
+        assert len(images) == count and all(len(im.captions) == 5 for im in images)
+        out = Problems()
+        for image in images:
+            check_region_file(out, os.path.join(flickr, "flickr30k_frcnn", image.box_stem + ".json"), "x")
+        assert out == []
+    coco = raw_images(small_world_root, "dataset_coco.json", "coco")
+    val2014 = [r for r in coco if r["filepath"] == "val2014"]
+    assert [r["split"] for r in val2014] == ["val"] * 5 + ["test"] * 5 + ["restval"] * 10
+    assert all(r["split"] == "train" for r in coco if r["filepath"] == "train2014")
+    assert len({s["sentid"] for r in coco for s in r["sentences"]}) == 5 * len(coco)

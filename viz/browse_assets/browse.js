@@ -149,6 +149,7 @@
     $("search").addEventListener("input", (e) => { state.search = e.target.value; state.page = 0; render(); });
     $("prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); render(); });
     $("next").addEventListener("click", () => { state.page += 1; render(); });
+    window.addEventListener("hashchange", () => { readHash(); render(); });  // an edited or bookmarked URL
     render();
   }
 
