@@ -9,7 +9,7 @@ from file:// may load scripts but not fetch() JSON), the shared `browse_files/` 
 with several details files, `index.html`. Images are referenced by their path relative to the page (the page keeps
 working as long as the data folder stays where it is); `--thumbnails` copies 320-pixel thumbnails next to the page
 instead, which images inside zip archives always get. With `--cfg/--ckpt` the first `--attention-items` items of
-each VQA or RefCOCO+ page get the attention of their text on each box (last layer, mean over heads), shown on a
+each VQA, VCR or RefCOCO+ page get the attention of their text on each box (last layer, mean over heads), shown on a
 click on the image (`viz/browse_attention.py`).
 """
 from __future__ import annotations

@@ -152,11 +152,16 @@ def count(chromium, element: str) -> int:
 
 @pytest.mark.browser
 def test_pages_in_headless_chromium(results, chromium, tmp_path):
-    attention = AttentionMaps(VQA_CFG, results["ckpt"]["vqa"], results["opts"]["vqa"], max_items=3)
+    maps = {"vqa": AttentionMaps(VQA_CFG, results["ckpt"]["vqa"], results["opts"]["vqa"], max_items=3),
+            "refcoco": AttentionMaps(REFCOCO_CFG, results["ckpt"]["refcoco"], results["opts"]["refcoco"], 3),
+            "vcr": AttentionMaps(VCR_CFGS["a"], results["ckpt"]["a"], results["opts"]["vcr"], 3)}
     pages = {os.path.basename(p): p for p in browse(str(results["root"]), str(tmp_path / "pages"),
-                                                    attention=attention)}
+                                                    attention=lambda items: maps[items[0]["task"]](items))}
     for name, page in pages.items():
         data = read_page_data(page)
+        with_maps = [i for i in data["items"] if "attention" in i]
+        assert [i["index"] for i in with_maps] == [i["index"] for i in data["items"][:3]], name
+        assert all(len(i["attention"]) == len(i["boxes"]) and min(i["attention"]) >= 0 for i in with_maps)
         chromium.errors.clear()
         chromium.open("file://" + page)
         assert chromium.errors == [], (name, chromium.errors)
