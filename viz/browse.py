@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--cfg", default=None, help="config of the evaluated model (attention maps)")
     parser.add_argument("--ckpt", default=None, help="its checkpoint (attention maps)")
     parser.add_argument("--attention-items", type=int, default=50, help="items per page that get attention maps")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (with --cfg)")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides (with --cfg)")
+    args = parser.parse_intermixed_args(argv)  # the overrides come after RESULT_DIR and the options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     attention = None
     if args.cfg or args.ckpt:

@@ -131,6 +131,16 @@ def test_pages_link_every_image_and_thumbnails_copy_them(results, tmp_path):
     assert len({i["src"] for i in items}) == len({i["image"] for i in items})
 
 
+def test_command_line_with_attention_maps_and_overrides(results, tmp_path):
+    from viz import browse as browse_script
+
+    pages = browse_script.main([str(results["root"] / "vqa"), "--out", str(tmp_path / "cli"), "--cfg", VQA_CFG,
+                                "--ckpt", results["ckpt"]["vqa"], "--attention-items", "2", *results["opts"]["vqa"]])
+    assert pages == [str(tmp_path / "cli" / "tiny_vqa2_val2014.html")]
+    items = read_page_data(pages[0])["items"]
+    assert [i["index"] for i in items if "attention" in i] == [i["index"] for i in items[:2]]
+
+
 # ---- in Chromium -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):
@@ -151,7 +161,7 @@ def count(chromium, element: str) -> int:
 
 
 @pytest.mark.browser
-def test_pages_in_headless_chromium(results, chromium, tmp_path):
+def test_pages_in_headless_chromium(chromium, results, tmp_path):
     maps = {"vqa": AttentionMaps(VQA_CFG, results["ckpt"]["vqa"], results["opts"]["vqa"], max_items=3),
             "refcoco": AttentionMaps(REFCOCO_CFG, results["ckpt"]["refcoco"], results["opts"]["refcoco"], 3),
             "vcr": AttentionMaps(VCR_CFGS["a"], results["ckpt"]["a"], results["opts"]["vcr"], 3)}
@@ -196,7 +206,7 @@ def test_pages_in_headless_chromium(results, chromium, tmp_path):
 
 
 @pytest.mark.browser
-def test_ten_thousand_items_are_paged(results, chromium, tmp_path):
+def test_ten_thousand_items_are_paged(chromium, results, tmp_path):
     template = read_jsonl(results["root"] / "vqa" / "tiny_vqa2_val2014_details.jsonl")
     rng = random.Random(0)
     folder = tmp_path / "big"
