@@ -8,7 +8,7 @@ import os
 import torch
 from torch import Tensor
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from retrieval.dataset import KarpathySplit
 
 TOP_LISTED = 10

@@ -28,10 +28,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import yaml
-
-from common.data.image_io import write_json_atomic
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic, write_json_atomic
+from common.yaml_io import load_yaml_file
 
 log = logging.getLogger("eval_suite")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,8 +66,7 @@ def _paths(value, where: str, what: str, two: bool) -> str | dict[str, str]:
 
 def load_suite(path: str) -> tuple[list[Entry], str | None]:
     """The entries of a suite YAML (checked: task, files, split, unique names) and its `out` folder."""
-    with open(path, encoding="utf-8") as f:
-        document = yaml.safe_load(f) or {}
+    document = load_yaml_file(path) or {}
     if not isinstance(document, dict) or not isinstance(document.get("entries"), list) or not document["entries"]:
         raise SuiteError(f"{path}: expected a mapping with a non-empty `entries` list")
     entries = []
@@ -157,8 +154,7 @@ RUNNERS: dict[str, Callable[[Entry, str], tuple[dict[str, float], str | None]]] 
 
 # ---- the paper's numbers -------------------------------------------------------------------------------------
 def load_paper_results(path: str = PAPER_FILE) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(path)
 
 
 def _format(values: list[float] | None, decimals: int) -> str:

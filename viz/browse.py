@@ -22,8 +22,8 @@ import os
 import shutil
 from collections import Counter
 
+from common.atomic_write import open_atomic
 from common.data.image_io import open_image, split_zip_path
-from common.engine.evaluate import open_atomic
 
 log = logging.getLogger("viz.browse")
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browse_assets")

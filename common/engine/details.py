@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 
 TOP_K = 5
 

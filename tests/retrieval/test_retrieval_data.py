@@ -98,16 +98,14 @@ def test_toy_world_sizes_and_box_files(small_world_root):
     five captions each and a box file with features for every image; the toy COCO file splits val2014 into
     val / test / restval and names box files by cocoid."""
     from data.shape_world.generate import WORLD_SIZES
-    from retrieval.check import check_region_file
+    from retrieval.check import region_file_problems
 
     flickr = os.path.join(small_world_root, "flickr30k")
     for split, count in WORLD_SIZES["small"].flickr:
         images = read_karpathy(os.path.join(flickr, "dataset_flickr30k.json"), split)
         assert len(images) == count and all(len(im.captions) == 5 for im in images)
-        out = Problems()
         for image in images:
-            check_region_file(out, os.path.join(flickr, "flickr30k_frcnn", image.box_stem + ".json"), "x")
-        assert out == []
+            assert region_file_problems(os.path.join(flickr, "flickr30k_frcnn", image.box_stem + ".json"), "x") == []
     coco = raw_images(small_world_root, "dataset_coco.json", "coco")
     val2014 = [r for r in coco if r["filepath"] == "val2014"]
     assert [r["split"] for r in val2014] == ["val"] * 5 + ["test"] * 5 + ["restval"] * 10
