@@ -87,7 +87,8 @@ def image_source(path: str, out_dir: str, thumbnails: bool, cache: dict[str, str
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
-            image.convert("RGB").save(target, quality=85)
+            with open_atomic(target, "wb") as f:  # an interrupted run leaves no half-written thumbnail
+                image.convert("RGB").save(f, format="JPEG", quality=85)
     cache[path] = f"browse_files/thumbs/{name}"
     return cache[path]
 
