@@ -32,9 +32,9 @@ test-all: venv
 # browser tests sets REQUIRE_CHROMIUM=1: they then fail, not skip, without the browser.
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update && apt-get install -y chromium; \
+	  if [ "$$(id -u)" = 0 ]; then DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    sudo apt-get update && sudo apt-get install -y chromium; \
+	    sudo DEBIAN_FRONTEND=noninteractive apt-get update && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
 	  else echo "make browser-deps: chromium is missing; run 'apt-get install -y chromium' as root" >&2; exit 1; fi; }
 	@chromium --version
 
