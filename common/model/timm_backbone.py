@@ -111,8 +111,10 @@ class TimmBackbone(nn.Module):
     def from_config(cls, cfg: Any) -> TimmBackbone:
         """NETWORK.BACKBONE, BACKBONE_ARGS, IMAGE_FROZEN_BACKBONE_STAGES, IMAGE_FROZEN_BN, IMAGE_CHANNELS_LAST."""
         net = cfg.NETWORK
-        return cls(net.BACKBONE, parse_backbone_args(net.BACKBONE_ARGS), net.IMAGE_FROZEN_BACKBONE_STAGES,
-                   bool(net.IMAGE_FROZEN_BN), bool(net.IMAGE_CHANNELS_LAST))
+        backbone = cls(net.BACKBONE, parse_backbone_args(net.BACKBONE_ARGS), net.IMAGE_FROZEN_BACKBONE_STAGES,
+                       bool(net.IMAGE_FROZEN_BN), bool(net.IMAGE_CHANNELS_LAST))
+        check_rgb_statistics(backbone, net.get("PIXEL_MEANS", ()), net.get("PIXEL_STDS", ()))
+        return backbone
 
     # ---- parameter groups -------------------------------------------------------------------------------------
     def parameter_groups(self, coarse: bool) -> list[list[str]]:
@@ -211,12 +213,17 @@ class TimmBackbone(nn.Module):
         return fmap, (prefix[:, 0] if self.has_class_token else None)  # the class token comes first
 
 
-def check_rgb_statistics(backbone: TimmBackbone, means: Sequence[float], stds: Sequence[float]) -> None:
-    """Say once which NETWORK.PIXEL_MEANS / PIXEL_STDS the timm model's own weights expect (B, G, R; 0-255)."""
+def pixel_statistics(backbone: TimmBackbone) -> tuple[list[float], list[float]]:
+    """The NETWORK.PIXEL_MEANS / PIXEL_STDS (B, G, R on the 0-255 scale) of the timm model's published weights."""
     cfg = backbone.trunk.pretrained_cfg
-    want_means = [round(255 * v, 3) for v in reversed(cfg.get("mean", ()))]
-    want_stds = [round(255 * v, 3) for v in reversed(cfg.get("std", ()))]
+    return ([round(255 * v, 3) for v in reversed(cfg.get("mean", ()))],
+            [round(255 * v, 3) for v in reversed(cfg.get("std", ()))])
+
+
+def check_rgb_statistics(backbone: TimmBackbone, means: Sequence[float], stds: Sequence[float]) -> None:
+    """Say once when NETWORK.PIXEL_MEANS / PIXEL_STDS differ from what the timm model's own weights expect."""
+    want_means, want_stds = pixel_statistics(backbone)
     if [round(float(v), 3) for v in means] != want_means or [round(float(v), 3) for v in stds] != want_stds:
         log.info("timm %s: weights published for it expect NETWORK.PIXEL_MEANS %s and PIXEL_STDS %s (B, G, R on the "
-                 "0-255 scale); this config has %s / %s (fine for weights trained that way, e.g. the toy ViT)",
+                 "0-255 scale); this config has %s / %s (fine for weights trained that way)",
                  backbone.name, want_means, want_stds, list(means), list(stds))
