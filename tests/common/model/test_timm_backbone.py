@@ -157,3 +157,19 @@ def test_builtin_resnet_c4_loads_a_torchvision_file_without_layer4(tmp_path):
         torch.testing.assert_close(c4(image), expected)
     assert c4.stages == [c4.layer1, c4.layer2, c4.layer3]
     assert c4.lr_layer_ids()["conv1.weight"] == (0, 4) and c4.lr_layer_ids()["layer3.0.conv1.weight"] == (3, 4)
+
+
+def test_pixel_statistics_are_the_published_ones_in_bgr_on_the_255_scale(caplog):
+    import logging
+
+    from common.model.timm_backbone import check_rgb_statistics, pixel_statistics
+
+    resnet = TimmBackbone("resnet18")
+    assert pixel_statistics(resnet) == ([103.53, 116.28, 123.675], [57.375, 57.12, 58.395])
+    vit = TimmBackbone("vit_tiny_patch16_224", TINY_VIT)
+    assert pixel_statistics(vit) == ([127.5] * 3, [127.5] * 3)
+    with caplog.at_level(logging.INFO, logger="common.model.timm_backbone"):
+        check_rgb_statistics(vit, [127.5] * 3, [127.5] * 3)
+        assert "PIXEL_MEANS" not in caplog.text
+        check_rgb_statistics(vit, [102.9801, 115.9465, 122.7717], [1.0] * 3)
+    assert "expect NETWORK.PIXEL_MEANS [127.5, 127.5, 127.5] and PIXEL_STDS [127.5, 127.5, 127.5]" in caplog.text
