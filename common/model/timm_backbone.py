@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import Tensor, nn
 
 from common.model.resnet import freeze_batchnorm_params, resolve_resnet_weights_path, set_batchnorm_eval
@@ -24,6 +23,7 @@ from common.model.state_dict_io import (
     read_checkpoint_file,
     summarize_keys,
 )
+from common.yaml_io import load_yaml_text
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def parse_backbone_args(entries: Iterable[str]) -> dict[str, Any]:
         name, sep, text = str(entry).partition("=")
         if not sep or not name.strip().isidentifier():
             raise ValueError(f"NETWORK.BACKBONE_ARGS: expected 'name=value' entries, found {entry!r}")
-        kwargs[name.strip()] = yaml.safe_load(text)
+        kwargs[name.strip()] = load_yaml_text(text, source=f"NETWORK.BACKBONE_ARGS {entry!r}")
     return kwargs
 
 
