@@ -21,7 +21,8 @@ from common.data.preflight import require_data
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
 from common.engine.dist import DistEnv
-from common.engine.log import TrainLogger
+from common.engine.gpu_path import apply_gpu_path
+from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
 from common.engine.state import TrainState
@@ -171,12 +172,14 @@ def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir:
     val_loader = build_loader(task, cfg, "val", env) if int(cfg.VAL_FREQUENT) > 0 else None
     steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
     optimizer = build_optimizer(cfg, module, env.world_size)
-    logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
-                         total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
+    # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw
+    logger = build_train_logger(cfg, env, out_dir, log_dir, cfg_name, module, total_batch_size(cfg, env.world_size),
+                                int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
     run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
               build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
               Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict()), logger,
               build_metrics(task, cfg), build_metrics(task, cfg), TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
     start_weights(task, run, module, seed)
+    apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
     run.model = wrap_module(module, cfg, env)
     return run
