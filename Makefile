@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-all lint demo bench toy toy-backbone minilm clean eval browser-deps
+.PHONY: venv test test-all lint demo bench toy toy-backbone toy-vit minilm clean eval browser-deps
 
 venv: $(STAMP)
 
@@ -62,6 +62,13 @@ TOY_BACKBONE := model/pretrained_model/resnet18-toy.pth
 toy-backbone: venv
 	@test -f $(TOY_BACKBONE) || $(PY) data/toy_backbone.py --out $(TOY_BACKBONE)
 	@echo "ResNet weights for the end-to-end toy configs: $(TOY_BACKBONE)"
+
+# The toy stand-in for pretrained ViT weights (timm layout) that the grid / patch / ViT-region toy configs read
+# (data/toy_vit.py, a few CPU minutes; docs/VISUAL_FRONTENDS.md).
+TOY_VIT := model/pretrained_model/vit-toy.pth
+toy-vit: venv
+	@test -f $(TOY_VIT) || $(PY) data/toy_vit.py --out $(TOY_VIT)
+	@echo "ViT weights for the toy grid / patches / regions-ViT configs: $(TOY_VIT)"
 
 # Generate the small toy world (the test size) under data/toy, with the BERT and ResNet weights the toy configs use.
 toy: venv minilm toy-backbone

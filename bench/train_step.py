@@ -1,5 +1,6 @@
 """Training-step throughput, MFU and peak memory of VL-BERT (VQA, precomputed regions and end-to-end ResNet) next to
 transformers' VisualBertModel on the same inputs. Usage: `python bench/train_step.py [--device cuda --dtype bf16]`.
+`--front-ends all` (or a comma list of bench/front_end_rows.ROWS) compares our visual front-ends instead: one row each.
 """
 import argparse
 import json
@@ -13,6 +14,8 @@ import time
 
 import torch
 
+from bench.front_end_rows import ROWS as FRONT_END_ROWS
+from bench.front_end_rows import format_front_end_table, front_end_setting
 from bench.models import Setting, build, make_batch, model_flops
 from common.atomic_write import write_json_atomic
 from common.engine.flops import matmul_rate
@@ -46,12 +49,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="step time: wall clock, or process CPU time / threads (CPU only; for a machine shared with "
                         "other jobs, together with OMP_WAIT_POLICY=PASSIVE)")
+    p.add_argument("--front-ends", default="", help="comma list of visual front-end rows (bench/front_end_rows.py) "
+                   "or 'all': same batch and transformer, ours only (replaces --settings and --models)")
     p.add_argument("--json", default="", help="also write the results to this file")
     p.add_argument("--worker", default="", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def make_setting(name: str, args: argparse.Namespace) -> Setting:
+    if name in FRONT_END_ROWS:
+        return front_end_setting(name, SIZES[args.size], args.batch, args.e2e_boxes)
     kwargs = dict(SIZES[args.size])
     if name == "e2e":
         kwargs["regions"] = args.e2e_boxes
@@ -84,8 +91,9 @@ class Runner:
         self.device = device = torch.device(args.device)
         self.which, self.setting = which, setting
         torch.manual_seed(0)
-        self.model = build(which, setting, channels_last=args.channels_last,
-                           onednn_linear=not args.no_onednn_linear).to(device).train()
+        builder = getattr(setting, "build", build)  # a front-end row builds its own module
+        self.model = builder(which, setting, channels_last=args.channels_last,
+                             onednn_linear=not args.no_onednn_linear).to(device).train()
         self.batch = make_batch(setting, device)
         self.flops = model_flops(self.model, self.batch)
         self.optimizer = make_optimizer(self.model, args.optimizer, device)
@@ -199,6 +207,9 @@ def main(argv=None) -> None:
     peak_rate = max(rates.values())
     log.info("measured matmul rate (%s): %s", args.dtype,
              ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in rates.items()))
+    if args.front_ends:  # the front-end rows replace the settings and the peer
+        args.settings = ",".join(FRONT_END_ROWS) if args.front_ends == "all" else args.front_ends
+        args.models = "ours"
     results = []
     for name in args.settings.split(","):
         setting = make_setting(name, args)
@@ -210,7 +221,8 @@ def main(argv=None) -> None:
                      result["peak_bytes"] / 2**20)
             results.append(result)
     log.info("load average at the end: %s", " ".join(f"{x:.2f}" for x in os.getloadavg()))
-    table = format_table(results, peak_rate, device)
+    table = (format_front_end_table(results, peak_rate, device.type) if args.front_ends
+             else format_table(results, peak_rate, device))
     log.info("\nmatmul rate %.1f GFLOP/s (%s, best kernel); %s clock; MFU = model FLOPs per step / step time / "
              "matmul rate\n%s", peak_rate / 1e9, args.dtype, args.clock, table)
     if args.json:

@@ -104,6 +104,16 @@ _C.NETWORK.ENABLE_CNN_REG_LOSS = True
 _C.NETWORK.GRADIENT_CHECKPOINTING = False
 # On CPU in float32, run every nn.Linear's matmuls in oneDNN (a module swap at build time; bench/RESULTS.md).
 _C.NETWORK.CPU_ONEDNN_LINEAR = True
+# Visual front-ends on images (docs/VISUAL_FRONTENDS.md). Backbone: "resnet" = the original's ResNet
+# (IMAGE_NUM_LAYERS deep), else a timm model name with a stride-16 feature map (resnet50, convnext_tiny,
+# vit_base_patch16_224, swin_tiny_patch4_window7_224, ...), weights from the local file IMAGE_PRETRAINED.
+_C.NETWORK.BACKBONE = "resnet"
+# Keyword arguments of timm.create_model as "name=value" strings (values read as YAML), e.g. ["depth=4"].
+_C.NETWORK.BACKBONE_ARGS = []
+# Visual tokens: "regions" (RoIAlign over the boxes), "grid" (the map's cells), "patches" (a ViT's patch tokens).
+_C.NETWORK.VISUAL_TOKENS = "regions"
+# Grid mode: average-pool this many x this many stride-16 cells into one token (2 = stride 32, 4x fewer tokens).
+_C.NETWORK.GRID_POOL = 1
 
 _C.NETWORK.VLBERT = ConfigNode()
 # Freeze the word embedding table.
@@ -206,6 +216,8 @@ _C.TRAIN.MOMENTUM = 0.9
 _C.TRAIN.ADAMW_ORIGINAL = True
 # Exclude LayerNorm weights and all biases from weight decay (the original decays everything).
 _C.TRAIN.NO_DECAY_NORM_BIAS = False
+# Layer-wise LR decay d of the visual backbone: layer i of L (stem 0) trains at LR x d^(L-i); 1.0 = off.
+_C.TRAIN.VISUAL_LR_DECAY = 1.0
 # Mixed precision with float16 autocast and a gradient scaler.
 _C.TRAIN.FP16 = False
 # Mixed precision with bfloat16 autocast (no scaler); not together with FP16.

@@ -41,6 +41,13 @@ class ResNetVLBERTForPretraining(VLBertTaskModule):
             nn.init.normal_(self.object_mask_word_embedding.weight, std=std)
 
     @classmethod
+    def needs_regions(cls, cfg) -> str | None:
+        """MVRC predicts each detected box's class; with grid cells or patches pre-training is MLM + relationship."""
+        if cfg.NETWORK.WITH_MVRC_LOSS:
+            return "NETWORK.WITH_MVRC_LOSS true classifies the detected boxes (set it false for grid or patches)"
+        return None
+
+    @classmethod
     def head_flags(cls, cfg) -> dict:
         net = cfg.NETWORK
         return {"with_rel_head": bool(net.WITH_REL_LOSS), "with_mlm_head": bool(net.WITH_MLM_LOSS),

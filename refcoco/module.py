@@ -57,6 +57,10 @@ class ResNetVLBERTForRefCOCO(VLBertTaskModule):
             nn.init.zeros_(layer.bias)
 
     @classmethod
+    def needs_regions(cls, cfg) -> str | None:
+        return "RefCOCO+ scores each candidate box (its labels are box IoUs)"
+
+    @classmethod
     def build(cls, cfg) -> ResNetVLBERTForRefCOCO:
         """Construct with the BERT folder's [CLS] and [SEP] ids."""
         tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)

@@ -90,6 +90,10 @@ class ResNetVLBERTForVCR(VLBertTaskModule):
                                          net.CLASSIFIER_DROPOUT)
 
     @classmethod
+    def needs_regions(cls, cfg) -> str | None:
+        return "VCR's questions and answers refer to detected objects by box index"
+
+    @classmethod
     def build(cls, cfg) -> ResNetVLBERTForVCR:
         """Construct with the BERT folder's [CLS] and [SEP] ids. (`from_config(cfg, load_pretrained=False)` skips
         BERT and the ResNet weights: inference scripts load a fine-tuned checkpoint over every weight.)"""

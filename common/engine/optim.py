@@ -54,32 +54,72 @@ def no_decay_names(module: nn.Module) -> set[str]:
     return names
 
 
+def visual_layer_scales(module: nn.Module, decay: float) -> dict[str, tuple[int, float]]:
+    """TRAIN.VISUAL_LR_DECAY: parameter name -> (layer, LR scale d^(L - layer)) over the visual backbone.
+
+    The backbone is the outermost submodule with an `lr_layer_ids()` method (every image front-end has one:
+    name -> (layer, L), stem = 0); its projection and everything else (VL-BERT, heads) are not listed: scale 1.
+    """
+    if decay == 1.0:
+        return {}
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"TRAIN.VISUAL_LR_DECAY must be in (0, 1] (1.0 = off), found {decay}")
+    scales: dict[str, tuple[int, float]] = {}
+    claimed: list[str] = []
+    for prefix, sub in module.named_modules():
+        if any(prefix.startswith(c) for c in claimed) or not callable(getattr(sub, "lr_layer_ids", None)):
+            continue
+        claimed.append(f"{prefix}." if prefix else "")
+        for name, (layer, count) in sub.lr_layer_ids().items():
+            scales[f"{prefix}.{name}" if prefix else name] = (layer, decay ** (count - layer))
+    if not scales:
+        log.warning("TRAIN.VISUAL_LR_DECAY %g: the module has no visual backbone (precomputed features); no effect",
+                    decay)
+    return scales
+
+
 def build_param_groups(
-    module: nn.Module, base_lr: float, weight_decay: float, lr_mult: Sequence = (), no_decay_norm_bias: bool = False
+    module: nn.Module, base_lr: float, weight_decay: float, lr_mult: Sequence = (), no_decay_norm_bias: bool = False,
+    visual_lr_decay: float = 1.0,
 ) -> list[dict]:
-    """One group per (LR_MULT rule, decay kind); each trainable parameter lands in exactly one group.
+    """One group per (LR_MULT rule, decay kind, visual layer); each trainable parameter lands in exactly one group.
 
     The first rule whose substring occurs in the parameter name wins (the original put a parameter that matched
-    several rules into several groups). Parameters matching no rule go to the default group (mult 1).
-    Each group carries "name", "lr", "initial_lr" (the schedules scale it) and "weight_decay".
+    several rules into several groups). Parameters matching no rule go to the default group (mult 1). With
+    `visual_lr_decay` < 1 the visual backbone's parameters are split further by layer, their LR scaled by
+    `visual_layer_scales` on top of the rule's mult. Each group carries "name", "lr", "initial_lr" (the schedules
+    scale it) and "weight_decay".
     """
     rules = parse_lr_mult(lr_mult)
     skip_decay = no_decay_names(module) if no_decay_norm_bias else set()
-    groups: dict[tuple[str, bool], dict] = {}
+    layers = visual_layer_scales(module, float(visual_lr_decay))
+    groups: dict[tuple[str, bool, int | None], dict] = {}
     for name, param in module.named_parameters():
         if not param.requires_grad:
             continue
         label, mult = next(((sub, m) for sub, m in rules if sub in name), ("default", 1.0))
         decays = name not in skip_decay
-        key = (label, decays)
+        layer, scale = layers.get(name, (None, 1.0))
+        key = (label, decays, layer)
         if key not in groups:
-            lr = base_lr * mult
+            lr = base_lr * mult * scale
             groups[key] = {
-                "name": f"{label}" + ("" if decays else "/no_decay"), "params": [], "lr": lr, "initial_lr": lr,
-                "weight_decay": weight_decay if decays else 0.0,
+                "name": label + ("" if layer is None else f"/visual{layer}") + ("" if decays else "/no_decay"),
+                "params": [], "lr": lr, "initial_lr": lr, "weight_decay": weight_decay if decays else 0.0,
             }
         groups[key]["params"].append(param)
     return list(groups.values())
+
+
+def format_param_groups(groups: Sequence[dict]) -> str:
+    """A compact table of the optimizer's groups: name, tensors, parameters, LR, weight decay."""
+    width = max([len("group")] + [len(g["name"]) for g in groups])
+    lines = [f"{'group':<{width}}  tensors      params        lr      wd"]
+    for g in groups:
+        count = sum(p.numel() for p in g["params"])
+        lines.append(f"{g['name']:<{width}}  {len(g['params']):>7}  {count:>10,}  {g['lr']:>8.3g}  "
+                     f"{g['weight_decay']:>6g}")
+    return "\n".join(lines)
 
 
 OriginalAdamWImpl = Literal["auto", "foreach", "loop"]
@@ -204,7 +244,8 @@ def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torc
     total_batch = total_batch_size(cfg, world_size)
     base_lr = float(cfg.TRAIN.LR) * total_batch
     groups = build_param_groups(
-        module, base_lr, float(cfg.TRAIN.WD), cfg.TRAIN.LR_MULT, bool(cfg.TRAIN.NO_DECAY_NORM_BIAS))
+        module, base_lr, float(cfg.TRAIN.WD), cfg.TRAIN.LR_MULT, bool(cfg.TRAIN.NO_DECAY_NORM_BIAS),
+        float(cfg.TRAIN.get("VISUAL_LR_DECAY", 1.0)))
     params = [p for g in groups for p in g["params"]]
     name = str(cfg.TRAIN.OPTIMIZER)
     if name == "SGD":
@@ -218,11 +259,9 @@ def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torc
     else:
         raise ValueError(f"TRAIN.OPTIMIZER: expected one of SGD, Adam, AdamW, found {name!r}")
     log.info(
-        "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d "
-        "(world %d x BATCH_IMAGES %s x accumulate %d); groups: %s",
+        "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d (world %d x BATCH_IMAGES %s x accumulate "
+        "%d); parameter groups (TRAIN.LR_MULT, TRAIN.VISUAL_LR_DECAY, TRAIN.NO_DECAY_NORM_BIAS):\n%s",
         name, base_lr, float(cfg.TRAIN.LR), total_batch, world_size, cfg.TRAIN.BATCH_IMAGES,
-        int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS),
-        ", ".join(f"{g['name']}({len(g['params'])} params, lr {g['lr']:.3g}, wd {g['weight_decay']:g})"
-                  for g in groups),
+        int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS), format_param_groups(groups),
     )
     return optimizer

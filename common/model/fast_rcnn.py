@@ -1,5 +1,6 @@
 """The end-to-end visual front-end: ResNet C1-C4 -> RoIAlign -> C5 head -> average pool per box, then the shared
-box projection of `RegionEncoder` (geometry + feature -> `obj_downsample`).
+box projection of `RegionEncoder` (geometry + feature -> `obj_downsample`). With a timm NETWORK.BACKBONE: its
+stride-16 map -> RoIAlign -> average pool (no C5 head; keys `backbone.trunk.*`).
 
 Parameter names are the original `common/fast_rcnn.py` keys (`backbone.*`, `roi_head_feature_extractor.*`,
 `obj_downsample.1.*`, `object_embed.*`, `regularizing_predictor.*`), so released checkpoints load after
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from common.model.backbones import ids_by_prefix, resnet_layer_ids
 from common.model.region_encoder import NUM_OBJECT_CLASSES, RegionEncoder, check_image_network_keys
 from common.model.resnet import (
     ResNet,
@@ -28,6 +30,7 @@ from common.model.resnet import (
     set_batchnorm_eval,
 )
 from common.model.state_dict_io import CheckpointError, load_state_dict_with_report
+from common.model.timm_backbone import BUILTIN_RESNET, TimmBackbone, parse_backbone_args
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,14 @@ class FastRCNN(RegionEncoder):
 
     def __init__(self, num_layers: int = 101, c5_dilated: bool = True, stride_in_1x1: bool = True,
                  final_dim: int = 768, semantic: bool = False, enable_cnn_reg_loss: bool = False,
-                 frozen_stages: Iterable[int] = (1, 2), frozen_bn: bool = True, channels_last: bool = False):
+                 frozen_stages: Iterable[int] = (1, 2), frozen_bn: bool = True, channels_last: bool = False,
+                 backbone: str = BUILTIN_RESNET, backbone_args: Mapping[str, Any] | None = None):
         super().__init__()
         self.frozen_bn = frozen_bn
         self.enable_cnn_reg_loss = enable_cnn_reg_loss
+        if backbone != BUILTIN_RESNET:
+            self.init_timm(backbone, backbone_args, frozen_stages, frozen_bn, channels_last, final_dim, semantic)
+            return
         frozen_stages = check_frozen_stages(frozen_stages)
         block, layers = resnet_spec(num_layers)
         self.backbone = ResNet(block, layers[:3], stride_in_1x1=stride_in_1x1,
@@ -61,9 +68,39 @@ class FastRCNN(RegionEncoder):
         if frozen_bn:
             freeze_batchnorm_params(self.roi_head_feature_extractor)
         self.feature_dim = 512 * block.expansion
+        self.add_heads(final_dim, semantic)
+
+    def add_heads(self, final_dim: int, semantic: bool) -> None:
+        """The regulariser (ENABLE_CNN_REG_LOSS) and the projection, registered after the CNN (the original order)."""
         if self.enable_cnn_reg_loss:
             self.regularizing_predictor = nn.Linear(self.feature_dim, NUM_OBJECT_CLASSES)
         self.add_projection(final_dim, semantic)
+
+    def init_timm(self, name: str, kwargs: Mapping[str, Any] | None, frozen_stages: Iterable[int], frozen_bn: bool,
+                  channels_last: bool, final_dim: int, semantic: bool) -> None:
+        """A timm backbone's stride-16 map under RoIAlign; the pooled RoI is the region feature (no C5 head)."""
+        self.backbone = TimmBackbone(name, kwargs, frozen_stages, frozen_bn, channels_last)
+        self.roi_head_feature_extractor = None
+        self.feature_dim = self.backbone.out_channels
+        self.add_heads(final_dim, semantic)
+
+    @property
+    def uses_timm(self) -> bool:
+        return isinstance(self.backbone, TimmBackbone)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        """The backbone's stages in forward order (then the C5 RoI head): what a sharded run wraps one by one."""
+        if self.uses_timm:
+            return list(self.backbone.stages)
+        return [self.backbone.layer1, self.backbone.layer2, self.backbone.layer3, self.roi_head_feature_extractor]
+
+    def lr_layer_ids(self) -> dict[str, tuple[int, int]]:
+        """Parameter name -> (layer, layers) for TRAIN.VISUAL_LR_DECAY: stem 0 ... the C5 head last."""
+        if self.uses_timm:
+            return {f"backbone.{k}": v for k, v in self.backbone.lr_layer_ids().items()}
+        return ids_by_prefix(self, resnet_layer_ids("backbone.", self.backbone.num_stages,
+                                                    head="roi_head_feature_extractor"))
 
     @classmethod
     def from_config(cls, cfg: Any, **overrides) -> FastRCNN:
@@ -79,14 +116,19 @@ class FastRCNN(RegionEncoder):
             final_dim=net.IMAGE_FINAL_DIM, semantic=net.IMAGE_SEMANTIC,
             enable_cnn_reg_loss=bool(net.ENABLE_CNN_REG_LOSS) and not net.get("CNN_LOSS_TOP", False),
             frozen_stages=net.IMAGE_FROZEN_BACKBONE_STAGES, frozen_bn=net.IMAGE_FROZEN_BN,
-            channels_last=bool(net.IMAGE_CHANNELS_LAST),
+            channels_last=bool(net.IMAGE_CHANNELS_LAST), backbone=net.get("BACKBONE", BUILTIN_RESNET),
+            backbone_args=parse_backbone_args(net.get("BACKBONE_ARGS", ())),
         )
         kwargs.update(overrides)
         return cls(**kwargs)
 
     # ---- weights ---------------------------------------------------------------------------------------------
     def load_backbone_weights(self, path: str) -> None:
-        """Load a flat ResNet state dict: stem + layer1-3 into `backbone.*`, `layer4.*` into the C5 RoI head."""
+        """Load a flat ResNet state dict: stem + layer1-3 into `backbone.*`, `layer4.*` into the C5 RoI head
+        (a timm backbone reads its own layout: `TimmBackbone.load_weights`)."""
+        if self.uses_timm:
+            self.backbone.load_weights(path)
+            return
         state = load_resnet_weights(path)
         stem = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
         head = {k[len("layer4."):]: v for k, v in state.items() if k.startswith("layer4.")}
@@ -103,7 +145,8 @@ class FastRCNN(RegionEncoder):
         """The original `init_weight`: load `{IMAGE_PRETRAINED}-{IMAGE_PRETRAINED_EPOCH:04d}.model` if set."""
         net = cfg.NETWORK
         if not net.IMAGE_PRETRAINED:
-            log.warning("NETWORK.IMAGE_PRETRAINED is empty: the ResNet keeps its random initialisation")
+            log.warning("NETWORK.IMAGE_PRETRAINED is empty: the %s keeps its random initialisation",
+                        f"timm {self.backbone.name}" if self.uses_timm else "ResNet")
             return
         self.load_backbone_weights(resolve_resnet_weights_path(net.IMAGE_PRETRAINED, net.IMAGE_PRETRAINED_EPOCH))
 
@@ -127,9 +170,12 @@ class FastRCNN(RegionEncoder):
         rois = torch.cat([box_index[:, :1].to(torch.float32), boxes[box_index[:, 0], box_index[:, 1]].float()], 1)
         pooled = roi_align(c4.float(), rois, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE,
                            sampling_ratio=1, aligned=False).to(c4.dtype)
-        if self.backbone.channels_last:
-            pooled = pooled.contiguous(memory_format=torch.channels_last)
-        c5 = self.roi_head_feature_extractor(pooled)
+        if self.roi_head_feature_extractor is None:  # timm backbone: pool the RoI of the map itself
+            c5 = pooled
+        elif self.backbone.channels_last:
+            c5 = self.roi_head_feature_extractor(pooled.contiguous(memory_format=torch.channels_last))
+        else:
+            c5 = self.roi_head_feature_extractor(pooled)
         if segms is not None:
             masks = segms[box_index[:, 0], box_index[:, 1]].unsqueeze(1).to(c5.dtype)  # [K, 1, 14, 14]
             if masks.shape[-2:] != c5.shape[-2:]:  # non-dilated C5 is 7x7

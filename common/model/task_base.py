@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from common.model.front_ends import build_visual_front_end
+from common.model.front_ends import build_visual_front_end, check_task_allows
 from common.model.onednn_linear import swap_linear_modules
 from common.model.pretrained import load_bert_into_vlbert, resolve_bert_path
 from common.model.visual_frontend import VisualFeatures
@@ -40,6 +40,7 @@ class VLBertTaskModule(nn.Module):
         super().__init__()
         net = cfg.NETWORK
         self.cfg = cfg
+        check_task_allows(cfg, type(self).needs_regions(cfg))
         self.image_feature_extractor = build_visual_front_end(cfg)
         self.object_linguistic_embeddings = nn.Embedding(num_object_word_embeddings, net.VLBERT.hidden_size)
         self.vlbert = self.vlbert_class(net.VLBERT, **(vlbert_kwargs or {}))
@@ -47,6 +48,12 @@ class VLBertTaskModule(nn.Module):
         nn.init.normal_(self.object_linguistic_embeddings.weight, std=net.VLBERT.initializer_range)
 
     # ---- building -------------------------------------------------------------------------------------------
+    @classmethod
+    def needs_regions(cls, cfg: Any) -> str | None:
+        """Why this task's labels need detected boxes (so NETWORK.VISUAL_TOKENS grid / patches cannot serve it), or
+        None when any visual tokens do. VCR, RefCOCO+ and pre-training with MVRC say why."""
+        return None
+
     @classmethod
     def from_config(cls, cfg: Any, load_pretrained: bool = True) -> VLBertTaskModule:
         """The module a run uses: `build(cfg)`, then (unless a checkpoint will replace every weight anyway)
