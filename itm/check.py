@@ -6,27 +6,18 @@ from __future__ import annotations
 import os
 
 from common.config_node import ConfigNode
-from common.data.box_files import validate_box_file
 from common.data.captions import ANNOTATION_FILES, folder_path
-from common.data.image_io import path_exists
+from common.data.file_checks import box_file_problems
 from common.data.preflight import Problems, spread
 
 READ_FIELDS = ("boxes", "classes", "features")  # what ITMDataset reads from every box file
 
 
 def feature_box_file_problems(path: str, key: str) -> list[str]:
-    """Exists, every field decodes and is finite, and holds `classes` and `features` (an image without detections
-    is allowed)."""
-    if not path_exists(path):
-        return [f"box file not found: {path} (config {key})"]
-    try:
-        record = validate_box_file(path, fields=READ_FIELDS)
-    except Exception as err:  # noqa: BLE001 - any decoding error is a problem to report
-        return [f"box file does not read: {path} ({err}) (config {key})"]
-    missing = [field for field in READ_FIELDS if field not in record]
-    if missing:
-        return [f"box file {path} lacks {missing}: image-text matching reads precomputed features (config {key})"]
-    return []
+    """Exists, every field read decodes and is finite, and holds `classes` and `features` (an image without
+    detections is allowed)."""
+    return box_file_problems(path, key, min_boxes=0, fields=READ_FIELDS, required=READ_FIELDS,
+                             reader="image-text matching reads precomputed features")
 
 
 def check_itm_data(cfg: ConfigNode, out: Problems, samples: int | None, splits: tuple[str, ...]) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 
 from common.config_node import ConfigNode
-from common.data.box_files import validate_box_file
-from common.data.image_io import path_exists
+from common.data.file_checks import box_file_problems
 from common.data.preflight import Problems, spread
 from retrieval.karpathy import KarpathyError, images_of, load_document
 
@@ -16,17 +15,8 @@ READ_FIELDS = ("boxes", "features")  # what RetrievalDataset reads from every bo
 def region_file_problems(path: str, key: str) -> list[str]:
     """Exists, the fields read decode and are finite, the boxes fit the image, and it has `features` and
     `image_w`/`image_h` (the whole-image box)."""
-    if not path_exists(path):
-        return [f"box file not found: {path} (config {key})"]
-    try:
-        record = validate_box_file(path, fields=READ_FIELDS)
-    except Exception as err:  # noqa: BLE001 - any decoding error is a problem to report
-        return [f"box file does not read: {path} ({err}) (config {key})"]
-    missing = [field for field in ("features", "image_w", "image_h") if field not in record]
-    if missing:
-        return [f"box file {path} lacks {missing}: retrieval reads precomputed features and the image size "
-                f"(config {key})"]
-    return []
+    return box_file_problems(path, key, min_boxes=0, fields=READ_FIELDS, required=("features", "image_w", "image_h"),
+                             reader="retrieval reads precomputed features and the image size")
 
 
 def check_retrieval_data(cfg: ConfigNode, out: Problems, samples: int | None, sections: tuple[str, ...]) -> None:

@@ -74,12 +74,14 @@ def image_problems(path: str, key: str) -> list[str]:
 
 def box_file_problems(path: str, key: str, *, min_boxes: int = 1, num_classes: int | None = None,
                       require_features: bool = False, image_size: tuple[int, int] | None = None,
-                      whole_image_feature: bool = False, fields: tuple[str, ...] | None = None) -> list[str]:
+                      whole_image_feature: bool = False, fields: tuple[str, ...] | None = None,
+                      required: tuple[str, ...] = (), reader: str = "") -> list[str]:
     """Every field (or the `fields` the run reads) decodes and is finite (`validate_box_file`), the boxes fit the
     stored image size and, when
     given, `image_size` (w, h) from the annotations; at least `min_boxes` boxes; `features` when
     `require_features`; with `num_classes`, `classes` [N, num_classes] (the MVRC target); with
-    `whole_image_feature`, a file without boxes must hold `image_box_feature` (VQA's precomputed whole-image box)."""
+    `whole_image_feature`, a file without boxes must hold `image_box_feature` (VQA's precomputed whole-image box);
+    every field in `required`, else a problem that says what `reader` needs them for."""
     if not path_exists(path):
         return [f"box file not found: {path} (config {key})"]
     try:
@@ -88,6 +90,9 @@ def box_file_problems(path: str, key: str, *, min_boxes: int = 1, num_classes: i
             check_boxes(record["boxes"], image_size[0], image_size[1], path)
     except Exception as err:  # noqa: BLE001 - BoxFileError, BoxError, OSError: all are problems to report
         return [f"box file does not read: {path} ({err}) (config {key})"]
+    missing = [field for field in required if field not in record]
+    if missing:
+        return [f"box file {path} lacks {missing}: {reader} (config {key})"]
     count = record["num_boxes"]
     if count < min_boxes:
         return [f"box file is empty (0 boxes): {path} (config {key})"]
