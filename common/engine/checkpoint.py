@@ -92,6 +92,11 @@ class Checkpointer:
 
     def __init__(self, prefix: str, frequency: int = 1, keep: int = 0, config: dict | None = None):
         self.prefix, self.frequency, self.keep, self.config = prefix, max(int(frequency), 1), int(keep), config or {}
+        # TRAIN.DATA_PARALLEL zero1 / fsdp or TRAIN.CHECKPOINT_FORMAT dcp: save, find_resume and restore are handed
+        # to common/engine/dcp_checkpoint.py (None for ddp with .model files: the code below)
+        from common.engine.dcp_checkpoint import sharded_checkpointing
+
+        self.sharded = sharded_checkpointing(self)
 
     def epoch_path(self, epoch: int) -> str:
         return f"{self.prefix}-{epoch:04d}.model"
@@ -114,6 +119,8 @@ class Checkpointer:
 
     def save(self, epoch: int, is_best: bool, state: TrainState, module, optimizer, schedule, amp) -> None:
         """At the end of `epoch` (0-based): the epoch file when due, the best file when the host metric improved."""
+        if self.sharded is not None:
+            return self.sharded.save(epoch, is_best, state, module, optimizer, schedule, amp)
         due = (epoch + 1) % self.frequency == 0
         rng_per_rank = dist.all_gather_object(rng_state()) if due or is_best else []
         if dist.rank() == 0 and (due or is_best):
@@ -141,6 +148,8 @@ class Checkpointer:
     def find_resume(self, resume: bool, auto_resume: bool, begin_epoch: int, end_epoch: int) -> str | None:
         """The file to resume from (decided on rank 0, broadcast): RESUME = epoch BEGIN_EPOCH-1; AUTO_RESUME = the
         newest loadable epoch file (a corrupt newest one is reported by name and the one before is used)."""
+        if self.sharded is not None:
+            return self.sharded.find_resume(resume, auto_resume, begin_epoch, end_epoch)
         choice = None
         if dist.rank() == 0:
             if resume:
@@ -164,6 +173,8 @@ class Checkpointer:
 
     def restore(self, path: str, state: TrainState, module, optimizer, schedule, amp) -> None:
         """Load everything a resume needs from `path` (every rank reads the same file)."""
+        if self.sharded is not None:
+            return self.sharded.restore(path, state, module, optimizer, schedule, amp)
         ckpt = load_checkpoint(path)
         unwrap(module).load_state_dict(strip_module_prefix(ckpt["state_dict"]))
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -24,6 +24,7 @@ from common.engine.dist import DistEnv
 from common.engine.log import TrainLogger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
+from common.engine.parallel import shard_module, wrap_data_parallel
 from common.engine.state import TrainState
 from common.engine.task import BatchLoader, Task
 from common.metrics import LossLogger, Metric
@@ -54,22 +55,17 @@ def build_metrics(task: Task, cfg: ConfigNode) -> list[Metric]:
     return metrics
 
 
-def wrap_module(module: nn.Module, cfg: ConfigNode, env: DistEnv) -> nn.Module:
-    """torch.compile when TRAIN.COMPILE, then DDP when world size > 1.
-
-    TRAIN.FIND_UNUSED_PARAMETERS defaults to true because several VL-BERT options leave parameters without
-    gradient (an unused pooler, a disabled pretraining head); a config whose every parameter is used may turn it off.
+def wrap_module(module: nn.Module, cfg: ConfigNode, env: DistEnv, loader: BatchLoader | None = None) -> nn.Module:
+    """torch.compile when TRAIN.COMPILE, then, with world size > 1, the data parallelism of TRAIN.DATA_PARALLEL
+    (`common/engine/parallel.py`): DDP for ddp / zero1, whose find_unused_parameters TRAIN.FIND_UNUSED_PARAMETERS
+    sets ("auto": one dry step on `loader`'s first samples); fsdp modules were sharded by `shard_module` already.
     """
     if bool(cfg.TRAIN.COMPILE):
         if env.device.type == "cpu":
             log.warning("TRAIN.COMPILE on CPU: the compiled model measured slower than eager here (bench/RESULTS.md); "
                         "check with `make bench` before training with it")
         module = torch.compile(module)
-    if env.is_distributed:
-        device_ids = [env.device.index] if env.device.type == "cuda" else None
-        module = nn.parallel.DistributedDataParallel(
-            module, device_ids=device_ids, find_unused_parameters=bool(cfg.TRAIN.FIND_UNUSED_PARAMETERS))
-    return module
+    return wrap_data_parallel(module, cfg, env, loader)
 
 
 def load_pretrained_weights(task: Task, module: nn.Module, cfg: ConfigNode) -> None:
@@ -142,17 +138,19 @@ class Run:
         return int(self.cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
 
 
-def start_weights(task: Task, run: Run, module: nn.Module, seed: int) -> None:
-    """Resume from the newest checkpoint when allowed; otherwise NETWORK.PARTIAL_PRETRAIN, then per-rank seeds."""
-    train = run.cfg.TRAIN
-    resume_from = run.checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
-                                               int(train.END_EPOCH))
+def start_weights(task: Task, cfg: ConfigNode, env: DistEnv, module: nn.Module, checkpointer: Checkpointer,
+                  seed: int) -> str | None:
+    """The checkpoint to resume from when allowed (restored once the optimizer exists); without one,
+    NETWORK.PARTIAL_PRETRAIN into the whole module (before any sharding), then per-rank seeds."""
+    train = cfg.TRAIN
+    resume_from = checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
+                                           int(train.END_EPOCH))
     if resume_from:
-        run.checkpointer.restore(resume_from, run.state, module, run.optimizer, run.schedule, run.amp)
-        return
-    load_pretrained_weights(task, module, run.cfg)
+        return resume_from
+    load_pretrained_weights(task, module, cfg)
     if seed >= 0:
-        seed_everything(seed + run.env.rank)  # dropout and augmentation differ between ranks
+        seed_everything(seed + env.rank)  # dropout and augmentation differ between ranks
+    return None
 
 
 def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
@@ -170,13 +168,17 @@ def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir:
     train_loader = build_loader(task, cfg, "train", env)
     val_loader = build_loader(task, cfg, "val", env) if int(cfg.VAL_FREQUENT) > 0 else None
     steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
+    checkpointer = Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict())
+    resume_from = start_weights(task, cfg, env, module, checkpointer, seed)
+    shard_module(module, cfg, env)  # TRAIN.DATA_PARALLEL fsdp: the optimizer must hold the shards
     optimizer = build_optimizer(cfg, module, env.world_size)
     logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
                          total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
     run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
               build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
-              Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict()), logger,
-              build_metrics(task, cfg), build_metrics(task, cfg), TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
-    start_weights(task, run, module, seed)
-    run.model = wrap_module(module, cfg, env)
+              checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg),
+              TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
+    if resume_from:
+        checkpointer.restore(resume_from, run.state, module, optimizer, run.schedule, run.amp)
+    run.model = wrap_module(module, cfg, env, train_loader)
     return run
