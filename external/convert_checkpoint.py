@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 
 from common.engine.checkpoint import save_atomic
-from common.engine.dcp_files import is_dcp_folder, to_model_file
+from common.model.dcp_files import is_dcp_folder, to_model_file
 from common.model.state_dict_io import CheckpointError
 from external.export_checkpoint import export_checkpoint
 from external.original_keys import TASKS

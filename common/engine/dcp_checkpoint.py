@@ -27,16 +27,6 @@ from common.engine.checkpoint import (
     strip_module_prefix,
     unwrap,
 )
-from common.engine.dcp_files import (
-    DCP_SUFFIX,
-    FORMAT_VERSION,
-    TRAINER_FILE,
-    SafeFileSystemReader,
-    is_dcp_folder,
-    nest,
-    read_tensor_metadata,
-    read_trainer_file,
-)
 from common.engine.sharded_state import (
     gather_model_state,
     gather_optimizer_state,
@@ -48,6 +38,17 @@ from common.engine.sharded_state import (
     parameter_names,
 )
 from common.engine.state import TrainState
+from common.model.dcp_files import (
+    DCP_SUFFIX,
+    FORMAT_VERSION,
+    TRAINER_FILE,
+    SafeFileSystemReader,
+    is_dcp_folder,
+    nest,
+    read_tensor_metadata,
+    read_trainer_file,
+    single_process_quiet,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +139,14 @@ class ShardedCheckpointing:
         dist.barrier()
         shards = {"model": unwrap(module).state_dict(), "optimizer": tensors}
         writer = dcp.FileSystemWriter(temporary)
-        if self.async_save:
-            future = dcp.async_save(shards, storage_writer=writer, process_group=self.async_group())
-            self.pending = (future, lambda: self._publish(temporary, targets))
-            log.info("writing %s in the background", targets[0])
-        else:
-            dcp.save(shards, storage_writer=writer)
+        with single_process_quiet():
+            if self.async_save:
+                future = dcp.async_save(shards, storage_writer=writer, process_group=self.async_group())
+                self.pending = (future, lambda: self._publish(temporary, targets))
+                log.info("writing %s in the background", targets[0])
+            else:
+                dcp.save(shards, storage_writer=writer)
+        if not self.async_save:
             self._publish(temporary, targets)
 
     def async_group(self):
@@ -248,7 +251,8 @@ class ShardedCheckpointing:
                     torch.zeros_like(param, dtype=entry.properties.dtype) if like
                     else torch.zeros(tuple(entry.size), dtype=entry.properties.dtype))
         shards = {"model": model_state, "optimizer": template}
-        dcp.load(shards, storage_reader=SafeFileSystemReader(path))
+        with single_process_quiet():
+            dcp.load(shards, storage_reader=SafeFileSystemReader(path))
         unwrap(module).load_state_dict(model_state)
         load_named_optimizer_state(optimizer, names, saved["optimizer_param_groups"], template,
                                    saved["optimizer_other_state"])

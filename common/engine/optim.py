@@ -193,10 +193,13 @@ def _fast_kwargs(params: list[Tensor]) -> dict:
     """{"fused": True} when torch has fused kernels for the params (floating point, one device type that
     torch.optim lists as fused-capable: CPU, CUDA, ...), else {"foreach": True}; both keep the maths of the loop."""
     device_types = {p.device.type for p in params}
-    # TRAIN.DATA_PARALLEL fsdp: DTensor shards take the foreach path (torch's fused SGD has no DTensor rule)
-    sharded = any(type(p).__name__ == "DTensor" for p in params)
+    # TRAIN.DATA_PARALLEL fsdp: fused SGD has no DTensor rule, and foreach ops refuse DTensor shards mixed with the
+    # plain replicated parameters: shards alone take foreach, a mix the per-parameter loop
+    sharded = sum(type(p).__name__ == "DTensor" for p in params)
+    if sharded:
+        return {"foreach": sharded == len(params)}
     if (len(device_types) == 1 and device_types <= set(_get_fused_kernels_supported_devices())
-            and all(torch.is_floating_point(p) for p in params) and not sharded):
+            and all(torch.is_floating_point(p) for p in params)):
         return {"fused": True}
     return {"foreach": True}
 

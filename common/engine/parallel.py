@@ -1,8 +1,8 @@
 """Data parallelism of a training run, TRAIN.DATA_PARALLEL: `ddp` (full replicas), `zero1` (DDP, optimizer state
 sharded by `common/engine/optim.py`) or `fsdp` (FSDP2: parameters, gradients and optimizer state sharded).
 
-`fsdp` applies `fully_shard` to every transformer layer and every backbone stage, then to the root; the 0-dim
-parameters (VL-BERT's `visual_scale_*` gates), which `fully_shard` refuses, stay plain replicated tensors whose
+`fsdp` applies `fully_shard` to every transformer layer and every backbone stage, then to the root; 0-dim parameters
+(VL-BERT's `visual_scale_*` gates, which `fully_shard` refuses) and BatchNorm's stay plain replicated tensors whose
 gradients `common/engine/sharded_grads.py` averages over ranks, so checkpoint keys and shapes do not change.
 """
 from __future__ import annotations
@@ -84,20 +84,31 @@ def shard_module(module: nn.Module, cfg: ConfigNode, env: DistEnv) -> nn.Module:
     mesh = init_device_mesh(env.device.type, (env.world_size,))
     policy = mixed_precision_policy(cfg)
     units = shard_units(module)
+    replicated = replicated_parameters(module)
     for unit in units:
-        fully_shard(unit, mesh=mesh, mp_policy=policy)
-    scalars = {p for p in module.parameters() if p.dim() == 0}
-    for param in scalars:
-        setattr(param, REPLICATED, True)
-    fully_shard(module, mesh=mesh, mp_policy=policy, ignored_params=scalars or None)
+        fully_shard(unit, mesh=mesh, mp_policy=policy, ignored_params=replicated)
+    fully_shard(module, mesh=mesh, mp_policy=policy, ignored_params=replicated)
     fsdp_modules = [unit for unit in units] + [module]
     module.no_sync = functools.partial(_no_gradient_sync, module)  # the trainer's DDP accumulation call
     module.train = functools.partial(_train_with_gathered_eval, module, type(module).train.__get__(module),
                                      fsdp_modules)
-    log.info("TRAIN.DATA_PARALLEL fsdp: %d units (transformer layers, backbone stages) + the root over %d ranks; "
-             "%d scalar parameter(s) replicated; parameters gathered in %s, gradients reduced in fp32",
-             len(units), env.world_size, len(scalars), policy.param_dtype or torch.float32)
+    log.info("TRAIN.DATA_PARALLEL fsdp: %d unit(s) (transformer layers, backbone stages) + the root over %d ranks; "
+             "%d small parameter(s) replicated (0-dim, BatchNorm); parameters gathered in %s, gradients reduced in "
+             "fp32", len(units), env.world_size, len(replicated), policy.param_dtype or torch.float32)
     return module
+
+
+def replicated_parameters(module: nn.Module) -> set[nn.Parameter]:
+    """Parameters kept out of the shards, marked `REPLICATED`: 0-dim ones (fully_shard refuses them; their keys
+    and shapes stay as released checkpoints have them) and BatchNorm's (float32 like its running statistics, which
+    CPU batch_norm requires, whatever dtype the shards are gathered in). Both are tiny."""
+    replicated = {p for p in module.parameters() if p.dim() == 0}
+    for sub in module.modules():
+        if isinstance(sub, nn.modules.batchnorm._NormBase):
+            replicated.update(sub.parameters(recurse=False))
+    for param in replicated:
+        setattr(param, REPLICATED, True)
+    return replicated
 
 
 @contextlib.contextmanager

@@ -53,8 +53,10 @@ def clip_sharded(params: list[Tensor], clip_norm: float) -> Tensor:
     """Average the replicated gradients, clip everything to `clip_norm` if > 0; the total norm before clipping."""
     average_replicated_gradients(params)
     norm = total_norm([p.grad for p in params])
-    if clip_norm > 0:
-        torch.nn.utils.clip_grads_with_norm_(params, clip_norm, norm)
+    if clip_norm > 0:  # torch's clip_grads_with_norm_ formula, applied to each rank's local shards
+        coefficient = torch.clamp(clip_norm / (norm + 1e-6), max=1.0)
+        local = [p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad for p in params]
+        torch._foreach_mul_(local, coefficient)
     return norm
 
 

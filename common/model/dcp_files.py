@@ -8,12 +8,14 @@ values would be unpickled unrestricted; `.metadata` is read with an unpickler th
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 
@@ -98,8 +100,17 @@ def load_whole(path: str) -> dict[str, dict]:
 
     entries = read_tensor_metadata(path)
     template = nest({k: torch.empty(tuple(m.size), dtype=m.properties.dtype) for k, m in entries.items()})
-    dcp.load(template, storage_reader=SafeFileSystemReader(path), no_dist=True)
+    with single_process_quiet():
+        dcp.load(template, storage_reader=SafeFileSystemReader(path), no_dist=True)
     return template
+
+
+@contextlib.contextmanager
+def single_process_quiet() -> Iterator[None]:
+    """Silence DCP's "assuming the intent is to save/load in a single process" (one process is what we mean)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*in a single process", category=UserWarning)
+        yield
 
 
 def to_model_file(path: str) -> dict:
@@ -124,6 +135,3 @@ def to_model_file(path: str) -> dict:
     return model_file
 
 
-def checkpoint_weights(path: str) -> dict[str, Tensor]:
-    """The model tensors of a DCP folder (what `read_checkpoint_file` returns as `state_dict`)."""
-    return load_whole(path)["model"]
