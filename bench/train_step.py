@@ -14,6 +14,7 @@ import time
 import torch
 
 from bench.models import Setting, build, make_batch, matmul_rate, model_flops
+from common.atomic_write import write_json_atomic
 
 log = logging.getLogger("bench.train_step")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -213,8 +214,7 @@ def main(argv=None) -> None:
     log.info("\nmatmul rate %.1f GFLOP/s (%s, best kernel); %s clock; MFU = model FLOPs per step / step time / "
              "matmul rate\n%s", peak_rate / 1e9, args.dtype, args.clock, table)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"matmul_flops_per_s": rates, "args": vars(args), "results": results}, f, indent=1)
+        write_json_atomic(args.json, {"matmul_flops_per_s": rates, "args": vars(args), "results": results}, indent=1)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from common.atomic_write import write_text_atomic
 from common.config_defaults import common_defaults
 from common.config_no_effect import (
     NO_EFFECT_KEYS,
@@ -37,6 +37,7 @@ from common.config_node import (
     unknown_key_error,
 )
 from common.config_parsers import SPLITS, parsers_for
+from common.yaml_io import YAMLContentError, load_yaml_file, load_yaml_text
 
 __all__ = [
     "NO_EFFECT_KEYS",
@@ -94,10 +95,11 @@ def merge_yaml(cfg: ConfigNode, yaml_path: str | os.PathLike[str]) -> list[str]:
     """Merge a YAML file onto cfg in place; errors name the file. Returns the no-effect keys it set."""
     source = str(yaml_path)
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        data = load_yaml_file(yaml_path)
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
+    except YAMLContentError as err:  # the message names the file already
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{source}: not valid YAML: {err}") from None
     if data is None:
@@ -122,20 +124,23 @@ def merge_overrides(cfg: ConfigNode, overrides: Sequence[str] | str, source: str
     ignored = []
     for key, text in zip(overrides[0::2], overrides[1::2], strict=True):
         parent, last, schema_key = _locate(cfg, key, source)
-        value = _read_value(text)
+        value = _read_value(text, f"{source} value of {key}")
         parent[last] = merge_value(parent[last], value, source, key, schema_key, parsers)
         if check_set(cfg, schema_key, key, value, source):
             ignored.append(key)
     return ignored
 
 
-def _read_value(text: Any) -> Any:
+def _read_value(text: Any, source: str) -> Any:
+    """A command-line value read as YAML (text that is not YAML stays a string; a refused document is an error)."""
     if not isinstance(text, str):
         return text
     if text == "":
         return ""
     try:
-        return yaml.safe_load(text)
+        return load_yaml_text(text, source)
+    except YAMLContentError as err:
+        raise ConfigError(str(err)) from None
     except yaml.YAMLError:
         return text
 
@@ -244,18 +249,8 @@ def dump_config(cfg: ConfigNode, path: str | os.PathLike[str]) -> None:
     No-effect keys are written only where they differ from their default, so that loading the dump warns about
     exactly the ones the experiment set.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(without_defaults(cfg, cfg.to_dict()), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_text_atomic(path, text)
 
 
 def cfg_name(yaml_path: str | os.PathLike[str]) -> str:

@@ -8,10 +8,10 @@ import csv
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from common.atomic_write import open_atomic, write_bytes_atomic
 from common.data.box_files import BoxFileError, read_box_file
 from common.data.image_io import path_exists, read_bytes, split_zip_path
 
@@ -75,8 +75,7 @@ def place_image(source: str, target: str, link: bool) -> None:
     if link and split_zip_path(source) is None:
         os.symlink(os.path.abspath(source), target)
         return
-    with open(target, "wb") as handle:
-        handle.write(read_bytes(source))
+    write_bytes_atomic(target, read_bytes(source))
 
 
 def problem_with(pair: Pair, box_file: str) -> str | None:
@@ -111,15 +110,14 @@ def convert(input_path: str, boxes_dir: str, out_dir: str, split: str = "train",
             continue
         name = f"{pair.row - 1:08d}"
         place_image(pair.image, os.path.join(image_dir, name + ".jpg"), link)
-        shutil.copyfile(box_file, os.path.join(frcnn_dir, name + ".json"))
+        write_bytes_atomic(os.path.join(frcnn_dir, name + ".json"), read_bytes(box_file))
         lines.append({"image": f"{split}_image.zip@/{name}.jpg", "caption": pair.caption.split(),
                       "frcnn": f"{split}_frcnn.zip@/{name}.json"})
     if not lines:
         raise ValueError(f"{input_path}: no usable rows ({len(skipped)} skipped); nothing written")
     annotations = os.path.join(out_dir, f"{split}_frcnn.json")
-    with open(annotations + ".tmp", "w", encoding="utf-8") as handle:
+    with open_atomic(annotations) as handle:
         handle.writelines(json.dumps(line) + "\n" for line in lines)
-    os.replace(annotations + ".tmp", annotations)
     return {"written": len(lines), "skipped": skipped, "annotations": annotations}
 
 

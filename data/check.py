@@ -1,11 +1,15 @@
-"""Pre-flight data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain|itm] [KEY VALUE ...]`.
+"""Data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain|itm] [--all] [--workers N]
+[--samples N] [KEY VALUE ...]`.
 
 Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
 The network weights are checked here; the data files by the task's own check (`Task.check_data`, e.g. vqa/check.py).
+By default a spread sample of `--samples` images and box files per split is read; `--all` reads every one, in
+`--workers` processes, with a progress bar. Every annotation file is read whole in both modes.
 """
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +39,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cfg", required=True, help="experiment YAML")
     p.add_argument("--task", choices=TASKS, help="default: the name of the config's folder")
     p.add_argument("--samples", type=int, default=20, help="images and box files checked per split")
+    p.add_argument("--all", action="store_true", help="check every image and box file, not a sample")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes that read the files (default: one per CPU, %(default)s here)")
     p.add_argument("overrides", nargs="*", help="KEY VALUE pairs, as for training")
     return p.parse_args(argv)
 
@@ -48,12 +55,14 @@ def main(argv=None) -> int:
     except (ConfigError, OSError) as err:
         log.error("config does not load: %s", err)
         return 2
-    problems = check_data(cfg, task, samples=args.samples)
+    problems = check_data(cfg, task, samples=None if args.all else args.samples, workers=args.workers,
+                          progress=True)
     if problems:
         log.error("%d problem(s) found for %s (%s):\n%s", len(problems), args.cfg, name,
                   "\n".join(f"  - {p}" for p in problems))
         return 1
-    log.info("data check passed for %s (%s)", args.cfg, name)
+    log.info("data check passed for %s (%s%s)", args.cfg, name, ", every file" if args.all else
+             f", {args.samples} samples per split")
     return 0
 
 

@@ -22,6 +22,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
+from common.atomic_write import write_text_atomic
 from common.data.box_files import BoxFileError, read_box_file, write_box_file
 from common.data.image_io import ImageReadError, open_image, split_zip_path
 from common.engine import dist
@@ -207,8 +208,7 @@ def write_class_names(out_dir: str, detector: str, num_classes: int) -> None:
     """`classes.txt`: the column names of `classes` (the detector's categories, column 0 = background)."""
     names = get_model_weights(detector).DEFAULT.meta.get("categories", [])
     if len(names) == num_classes:
-        with open(os.path.join(out_dir, "classes.txt"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(names) + "\n")
+        write_text_atomic(os.path.join(out_dir, "classes.txt"), "\n".join(names) + "\n")
 
 
 def extract(args: argparse.Namespace) -> Summary:

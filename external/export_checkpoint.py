@@ -16,9 +16,10 @@ import os
 from collections.abc import Mapping, Sequence
 
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
+from common.atomic_write import write_bytes_atomic, write_text_atomic
 from common.config import dump_config, load_config, no_effect_keys
 from common.engine.task import Task
 from common.model.pretrained import checkpoint_state_dict
@@ -97,8 +98,7 @@ def write_model_card(path: str, task: str, cfg, module: nn.Module, source: str, 
               "task's `PARTIAL_PRETRAIN_PREFIX_CHANGES`).", "",
               f"`{WEIGHTS_FILE}` holds weights only, keys without `module.`; tensors tied in the module (the MLM "
               "decoder and the word embeddings) are stored once, `load_exported` fills the other key.", ""]
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
 
 
 def export_checkpoint(ckpt: str, cfg_path: str, task: str, out_dir: str, metrics: Mapping | None = None,
@@ -112,8 +112,8 @@ def export_checkpoint(ckpt: str, cfg_path: str, task: str, out_dir: str, metrics
     tensors, tied = untie(module.state_dict())
     os.makedirs(out_dir, exist_ok=True)
     weights = os.path.join(out_dir, WEIGHTS_FILE)
-    save_file(tensors, weights, metadata={"format": "pt", "task": task, "module": str(cfg.MODULE),
-                                          "tied": json.dumps(tied)})
+    write_bytes_atomic(weights, save(tensors, metadata={"format": "pt", "task": task, "module": str(cfg.MODULE),
+                                                        "tied": json.dumps(tied)}))
     dump_config(cfg, os.path.join(out_dir, CONFIG_FILE))
     write_model_card(os.path.join(out_dir, CARD_FILE), task, cfg, module, ckpt, metrics)
     for name in (WEIGHTS_FILE, CONFIG_FILE):

@@ -1,34 +1,36 @@
 """Image-text matching's pre-flight data check (`Task.check_data`): the Conceptual Captions index of every split
-the run reads, and a spread sample of its box files, which must carry the precomputed features the task reads."""
+the run reads, and a spread sample (or all) of its box files, which must carry the precomputed features the task
+reads, every field finite and the boxes within the stored image size."""
 from __future__ import annotations
 
 import os
 
 from common.config_node import ConfigNode
-from common.data.box_files import read_box_file
+from common.data.box_files import validate_box_file
 from common.data.captions import ANNOTATION_FILES, folder_path
+from common.data.image_io import path_exists
 from common.data.preflight import Problems, spread
 
 READ_FIELDS = ("boxes", "classes", "features")  # what ITMDataset reads from every box file
 
 
-def check_feature_box_file(out: Problems, path: str, key: str) -> None:
-    """Exists, parses and holds `classes` and `features` (an image without detections is allowed)."""
-    if not out.need(path, key, "box file"):
-        return
+def feature_box_file_problems(path: str, key: str) -> list[str]:
+    """Exists, every field decodes and is finite, and holds `classes` and `features` (an image without detections
+    is allowed)."""
+    if not path_exists(path):
+        return [f"box file not found: {path} (config {key})"]
     try:
-        record = read_box_file(path, fields=READ_FIELDS, feature_dim=None)
+        record = validate_box_file(path, fields=READ_FIELDS)
     except Exception as err:  # noqa: BLE001 - any decoding error is a problem to report
-        out.append(f"box file does not read: {path} ({err}) (config {key})")
-        return
+        return [f"box file does not read: {path} ({err}) (config {key})"]
     missing = [field for field in READ_FIELDS if field not in record]
     if missing:
-        out.append(f"box file {path} lacks {missing}: image-text matching reads precomputed features "
-                   f"(config {key})")
+        return [f"box file {path} lacks {missing}: image-text matching reads precomputed features (config {key})"]
+    return []
 
 
-def check_itm_data(cfg: ConfigNode, out: Problems, samples: int, splits: tuple[str, ...]) -> None:
-    """`{split}_frcnn.json` of DATASET.<SPLIT>_IMAGE_SET parses; its sampled box files hold features."""
+def check_itm_data(cfg: ConfigNode, out: Problems, samples: int | None, splits: tuple[str, ...]) -> None:
+    """`{split}_frcnn.json` of DATASET.<SPLIT>_IMAGE_SET parses; its sampled (or all) box files hold features."""
     ds = cfg.DATASET
     root = ds.DATASET_PATH
     if not out.need(root, "DATASET.DATASET_PATH", "dataset folder"):
@@ -44,5 +46,5 @@ def check_itm_data(cfg: ConfigNode, out: Problems, samples: int, splits: tuple[s
         for row in spread(rows, samples):
             if isinstance(row, dict) and isinstance(row.get("frcnn"), str):
                 stored = row["frcnn"]
-                check_feature_box_file(out, os.path.join(root, stored if ds.ZIP_MODE else folder_path(stored)),
-                                       "DATASET.DATASET_PATH")
+                out.check(feature_box_file_problems,
+                          os.path.join(root, stored if ds.ZIP_MODE else folder_path(stored)), "DATASET.DATASET_PATH")

@@ -58,6 +58,11 @@ class ITMDataset(EpochSeeded, Dataset):
         caption = image if positive else self.negative_caption(image, rng)
         return image, caption, int(positive), rng
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: the image's record and box file, and whose caption it is paired with."""
+        image, caption, label, _ = self.pair(index)
+        return f"pair {index}: {self.source.describe(image)} with the caption of record {caption + 1} (label {label})"
+
     def negative_caption(self, image: int, rng: np.random.Generator) -> int:
         """Index of a uniformly drawn other image whose caption differs from the image's own."""
         count = len(self.captions)

@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions
 
 

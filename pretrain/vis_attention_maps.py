@@ -10,6 +10,7 @@ import re
 import numpy as np
 import torch
 
+from common.atomic_write import open_atomic
 from common.config import load_config
 from common.data.loader import make_loader
 from common.engine import dist
@@ -45,7 +46,8 @@ def dump_attention(module, loader, dataset, out_dir: str, device) -> int:
         for row in range(out["attention_probs"].shape[0]):
             n = int(lengths[row])
             probs = out["attention_probs"][row, :, :, :n, :n].float().cpu().numpy()
-            np.save(os.path.join(out_dir, f"{sample_name(batch, row, dataset)}.npy"), probs)
+            with open_atomic(os.path.join(out_dir, f"{sample_name(batch, row, dataset)}.npy"), "wb") as handle:
+                np.save(handle, probs)
             count += 1
     return count
 

@@ -153,6 +153,12 @@ class RefCOCODataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: ref and sentence ids, image id and file."""
+        sample = self.samples[index]
+        return (f"ref {sample.ref_id} sentence {sample.sent_id} (image {sample.image_id}: "
+                f"{image_path(self.data_path, sample.image_id, self.zip_mode)})")
+
     def aspect_groups(self) -> list[int]:
         """Group id per sample for aspect grouping: 0 landscape (h / w < 1), 1 portrait or square."""
         out = []

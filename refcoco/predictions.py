@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
+from common.atomic_write import open_atomic
 from common.data.boxes import paired_iou_plus_one, xywh_to_xyxy
-from common.engine.evaluate import open_atomic
 from common.engine.task import Predictions
 
 log = logging.getLogger(__name__)

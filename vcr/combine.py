@@ -2,7 +2,8 @@
 cached as .npy), combined into the Q->AR accuracy (`vcr/val.py`) or the leaderboard CSV (`vcr/test.py`).
 
 Caches: `{result_name}_{a,r}_pred.npy` ([rows, 4]) under --result-path, with the annot_id of each row in
-`..._pred_ids.txt`; the test split uses `{result_name}_test_{a,r}_pred.*`.
+`..._pred_ids.txt` and what made them in `..._pred_meta.json` (vcr/logit_cache.py: `--use-cache` reuses a cache
+only when that record matches); the test split uses `{result_name}_test_{a,r}_pred.*`.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ from common.engine.evaluate import (
     add_inference_arguments,
     evaluation_session,
     inference_device,
-    open_atomic,
     predict_split,
 )
+from vcr.logit_cache import cache_source, read_cache, write_cache
 from vcr.predictions import (
     merge_result_csvs,
     prediction_logits,
@@ -80,37 +81,27 @@ def model_config(args: argparse.Namespace, which: str, split: str, annot_file: s
     return cfg.freeze()
 
 
-def _read_cache(prefix: str) -> tuple[np.ndarray, list[str]]:
-    log.info("using cached %s.npy", prefix)
-    with open(prefix + "_ids.txt") as f:
-        return np.load(prefix + ".npy"), f.read().split()
-
-
-def _write_cache(prefix: str, logits: np.ndarray, annot_ids: list[str]) -> None:
-    with open_atomic(prefix + ".npy", "wb") as f:
-        np.save(f, logits)
-    with open_atomic(prefix + "_ids.txt") as f:
-        f.write("\n".join(annot_ids) + "\n")
-
-
 def model_logits(args: argparse.Namespace, which: str, split: str, annot_file: str | None,
                  env: DistEnv) -> tuple[np.ndarray, list[str]] | None:
     """Logits [rows, 4] of model `which` ("a" or "r") over `split` and each row's annot_id, from the cache or by
     running it on every rank; on rank 0 (None elsewhere)."""
     stem = args.result_name if split == "val" else f"{args.result_name}_{split}"
     prefix = os.path.join(args.result_path, f"{stem}_{which}_pred")
-    cached = args.use_cache and os.path.isfile(prefix + ".npy") and os.path.isfile(prefix + "_ids.txt")
-    if dist.broadcast_object(cached):  # rank 0 decides, so that either every rank runs the model or none does
-        return _read_cache(prefix) if env.is_main else None
     cfg = model_config(args, which, split, annot_file)
     device = inference_device(env, args.gpus)
-    predictions = predict_split(TASK, cfg, getattr(args, f"{which}_ckpt"), split, env, device,
-                                batch_size=getattr(args, f"{which}_bs"),
-                                autocast_dtype=torch.float16 if args.fp16 and device.type == "cuda" else None)
+    batch_size = getattr(args, f"{which}_bs")
+    ckpt = getattr(args, f"{which}_ckpt")
+    autocast = args.fp16 and device.type == "cuda"
+    source = cache_source(cfg, getattr(args, f"{which}_cfg"), ckpt, split, batch_size, autocast)
+    cached = read_cache(prefix, source) if args.use_cache and env.is_main else None
+    if dist.broadcast_object(cached is not None):  # rank 0 decides, so that every rank runs the model or none
+        return cached if env.is_main else None
+    predictions = predict_split(TASK, cfg, ckpt, split, env, device, batch_size=batch_size,
+                                autocast_dtype=torch.float16 if autocast else None)
     if predictions is None:
         return None
     logits, annot_ids = prediction_logits(predictions)
-    _write_cache(prefix, logits, annot_ids)
+    write_cache(prefix, logits, annot_ids, source)
     return logits, annot_ids
 
 

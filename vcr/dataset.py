@@ -78,11 +78,12 @@ def read_vcr_jsonl(path: str, test_mode: bool) -> list[VCRRecord]:
                     raw = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{line_number}: not a valid JSON line ({err})") from err
-                records.append(_parse_line(raw, f"{path}:{line_number}", test_mode))
+                records.append(parse_vcr_record(raw, f"{path}:{line_number}", test_mode))
     return records
 
 
-def _parse_line(raw: dict, position: str, test_mode: bool) -> VCRRecord:
+def parse_vcr_record(raw: dict, position: str, test_mode: bool) -> VCRRecord:
+    """One parsed jsonl line (`position` = "file:line") as a VCRRecord; ValueError naming the line otherwise."""
     if not isinstance(raw, dict):
         raise ValueError(f"{position}: expected a JSON object, found {type(raw).__name__}")
     where = f"{position} annot_id={raw.get('annot_id')!r}"
@@ -156,6 +157,12 @@ class VCRDataset(Dataset):
             return self.records[index // NUM_CHOICES], index % NUM_CHOICES
         record = self.records[index]
         return record, record.answer_label
+
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: jsonl file and line, annot_id, image (and the conditioning answer)."""
+        record, answer = self.record_and_answer(index)
+        condition = f", conditioned on answer {answer}" if self.expand_answers else ""
+        return f"{record.where} (image {os.path.join(self.image_root, record.img_fn)}{condition})"
 
     # ---- visual side ----------------------------------------------------------------------------------------
     def load_objects(self, record: VCRRecord) -> tuple[np.ndarray, list, list[int]]:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions
 
 NUM_CHOICES = 4
@@ -117,7 +117,10 @@ def read_vcr_labels(annot_path: str) -> tuple[list[str], np.ndarray, np.ndarray]
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{annot_path}:{line_number}: not a valid JSON line ({err})") from err
             try:
                 annot_ids.append(record["annot_id"])
                 answers.append(int(record["answer_label"]))

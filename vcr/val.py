@@ -4,7 +4,9 @@
     ./scripts/dist_run_single.sh N vcr/val.py CFG OUT --a-ckpt CKPT --r-ckpt CKPT [...]  (CFG serves both models)
 
 Logits are cached as `{result_name}_a_pred.npy` / `{result_name}_r_pred.npy` ([N, 4]) under --result-path, with
-the annot_id of each row in `..._pred_ids.txt` (see vcr/combine.py).
+the annot_id of each row in `..._pred_ids.txt` and what made them (checkpoint, config, annotation file) in
+`..._pred_meta.json`. `--use-cache` reuses a cache only when that record matches the command; otherwise the model
+runs again and the cache is rewritten, with a warning saying what differed (vcr/logit_cache.py).
 """
 from vcr.combine import val_main
 

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from common.atomic_write import open_atomic, write_text_atomic
 from common.config import load_config
 from common.data.box_files import read_box_file
 from common.data.image_io import open_image
@@ -126,7 +127,8 @@ def visualise(module, cfg, tokenizer, image_path: str, caption: str, out_dir: st
     layer = layer % layers
     os.makedirs(out_dir, exist_ok=True)
     paths = {"attention": os.path.join(out_dir, "attention.npy")}
-    np.save(paths["attention"], attention)
+    with open_atomic(paths["attention"], "wb") as handle:
+        np.save(handle, attention)
     num_text = int(batch["text"].shape[1])
     img_w, weights = text_to_region_weights(attention[layer, head], num_text, len(boxes), token)
     who = "text" if token is None else repr(labels[token])
@@ -138,8 +140,7 @@ def visualise(module, cfg, tokenizer, image_path: str, caption: str, out_dir: st
     html = model_view_html(attention, labels)
     if html is not None:
         paths["model_view"] = os.path.join(out_dir, "model_view.html")
-        with open(paths["model_view"], "w", encoding="utf-8") as f:
-            f.write(html)
+        write_text_atomic(paths["model_view"], html)
     return paths
 
 

@@ -10,6 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
+from common.atomic_write import open_atomic  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 320  # small images are enlarged so that labels stay readable
@@ -60,7 +62,8 @@ def draw_text_to_regions(image: Image.Image, boxes: np.ndarray, weights: np.ndar
         draw.text((x1 + 3, y1 + 2), f"{label}: {w:.2f}", fill=(255, 255, 255))
     if title:
         draw.text((4, canvas.height - 14), title, fill=(255, 255, 255))
-    canvas.save(path)
+    with open_atomic(path, "wb") as handle:
+        canvas.save(handle, format="PNG")
     log.info("wrote %s", path)
     return path
 
@@ -78,7 +81,8 @@ def draw_heatmap(attention: np.ndarray, labels: list[str], path: str, title: str
         ax.set_title(title, fontsize=9)
     fig.colorbar(shown, ax=ax, fraction=0.046)
     fig.tight_layout()
-    fig.savefig(path)
+    with open_atomic(path, "wb") as handle:
+        fig.savefig(handle, format="png")
     plt.close(fig)
     log.info("wrote %s", path)
     return path

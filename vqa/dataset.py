@@ -213,6 +213,14 @@ class VQADataset(Dataset):
     def question_id(self, index: int) -> int:
         return self.samples[index].question_id
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: question id, image id and split, the box file (and image) it reads."""
+        sample = self.samples[index]
+        files = f"box file {self.box_file_path(sample)}"
+        if not self.precomputed:
+            files += f", image {self.image_path(sample)}"
+        return f"question {sample.question_id} (image {sample.image_id} of {sample.image_set}; {files})"
+
     def regions(self, sample: VQASample) -> tuple[np.ndarray, np.ndarray | None]:
         """Boxes [N, 4] in original pixels (box 0 = whole image if asked) and features [N, 2048] or None.
 

@@ -8,7 +8,7 @@ Prints the overall accuracy and the accuracy per answer type (percent, two decim
 import argparse
 import json
 
-from common.data.image_io import write_json_atomic
+from common.atomic_write import write_json_atomic
 from vqa.files import VQADataError, read_questions
 from vqa.vqa_eval import evaluate, load_results
 

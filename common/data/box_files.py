@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic_write import write_json_atomic
 from common.data.boxes import BoxError, check_boxes
-from common.data.image_io import read_json, write_json_atomic
+from common.data.image_io import read_json
 
 PER_BOX_FIELDS = ("boxes", "features", "classes", "attrs")
 INT_FIELDS = ("image_w", "image_h", "num_boxes")
@@ -144,14 +145,15 @@ def whole_image_feature(record: dict[str, Any], path: str) -> np.ndarray:
 
 
 def validate_box_file(path: str, feature_dim: int | None = None, require_features: bool = False,
-                      min_boxes: int = 0) -> dict[str, Any]:
-    """Read every field of a box file and check it strictly; returns the record or raises BoxFileError.
+                      min_boxes: int = 0, fields: Iterable[str] | None = None) -> dict[str, Any]:
+    """Read every field of a box file (or only `fields`, e.g. those a dataset reads) and check it strictly; returns
+    the record or raises BoxFileError.
 
     Beyond `read_box_file` (JSON, base64, lengths, finite values): at least `min_boxes` boxes, `features` present
     when `require_features`, and each box valid for the stored `image_w` x `image_h` (common.data.boxes.check_boxes:
     no inverted box, none wholly outside the image).
     """
-    record = read_box_file(path, feature_dim=feature_dim)
+    record = read_box_file(path, fields=fields, feature_dim=feature_dim)
     if record["num_boxes"] < min_boxes:
         raise BoxFileError(f"{path}: {record['num_boxes']} boxes, at least {min_boxes} needed")
     if require_features and "features" not in record:

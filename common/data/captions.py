@@ -136,6 +136,14 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         """The stored zip-style path as a readable path under DATASET_PATH for the current mode."""
         return os.path.join(self.data_path, stored if self.zip_mode else folder_path(stored))
 
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: its record in the annotation file, the box file (and image) it reads."""
+        record = self.records[index]
+        files = f"box file {self.resolve(record['frcnn'])}"
+        if not self.precomputed:
+            files = f"image {self.resolve(record['image'])}, " + files
+        return f"{self.ann_file} record {index + 1} ({files})"
+
     def read_raw(self, index: int) -> RawCaptionSample:
         record = self.records[index]
         box_path = self.resolve(record["frcnn"])

@@ -1,5 +1,4 @@
-"""Read images, bytes and JSON from a folder path or from inside a zip archive (`archive.zip@/inner/path`); write
-JSON atomically.
+"""Read images, bytes and JSON from a folder path or from inside a zip archive (`archive.zip@/inner/path`).
 
 One ZipFile handle is cached per archive per process (keyed by pid, so DataLoader workers open their own after
 fork). Every error names the file, or the archive and the entry. `open_image_or_blank` is the one place where
@@ -15,6 +14,8 @@ import zipfile
 from typing import Any
 
 from PIL import Image
+
+from common.atomic_write import write_json_atomic  # noqa: F401 - kept importable from here
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +125,6 @@ def open_image_or_blank(path: str, size: tuple[int, int] | None, skip_unreadable
             raise
         log.warning("%s; using a black %dx%d image instead (DATASET.SKIP_UNREADABLE_IMAGES)", err, size[0], size[1])
         return Image.new("RGB", (int(size[0]), int(size[1])))
-
-
-def write_json_atomic(path: str, data: Any, **dump_kwargs) -> None:
-    """json.dump to a temporary file in the same folder, then os.replace: readers see the old file or the new one,
-    never a half-written one. Creates the folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"  # the checkpoints' temp-name pattern; plain open() keeps the umask's mode
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, **dump_kwargs)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def image_size(path: str) -> tuple[int, int]:

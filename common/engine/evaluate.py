@@ -9,15 +9,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from common.atomic_write import open_atomic  # noqa: F401 - the result writers' helper, importable from here too
 from common.config import cfg_name, load_config
 from common.config_node import ConfigNode
 from common.data.loader import make_inference_loader
@@ -126,8 +125,9 @@ def load_trained_weights(task: Task, module: nn.Module, path: str) -> None:
 
 def load_module_for_inference(task: Task, cfg: ConfigNode, ckpt_path: str,
                               device: torch.device | str = "cpu") -> nn.Module:
-    """cfg.MODULE with the checkpoint's weights, on `device`, in eval mode."""
-    module = task.build_module(cfg)
+    """cfg.MODULE with the checkpoint's weights, on `device`, in eval mode (no start-up weights are read: the
+    checkpoint must hold every weight)."""
+    module = task.build_module(cfg, load_pretrained=False)
     load_trained_weights(task, module, ckpt_path)
     return module.to(device).eval()
 
@@ -189,21 +189,6 @@ def predict_split(task: Task, cfg: ConfigNode, ckpt_path: str, split: str, env: 
 
 
 # ---- result files ----------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def open_atomic(path: str, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file next to `path` and rename it over `path` once written (folders are created), so an
-    interrupted run never leaves half a result file under the real name."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, mode, **kwargs) as handle:
-            yield handle
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def evaluate_checkpoint(task: Task, cfg: ConfigNode, ckpt_path: str, env: DistEnv, result_dir: str,
                         result_name: str, device: torch.device | None = None) -> TestResult | None:
     """Predict the "test" split of `cfg` on every rank; rank 0 writes the task's result file and gets the result."""

@@ -47,8 +47,8 @@ LoaderBuilder = Callable[[ConfigNode, str, DistEnv], BatchLoader]
 KeyMap = Callable[[Mapping[str, Tensor]], dict[str, Tensor]]
 # (module, cfg, the PARTIAL_PRETRAIN state dict after the prefix changes) -> None
 AfterLoad = Callable[[nn.Module, ConfigNode, Mapping[str, Tensor]], None]
-# (cfg, problems to append to, samples per split, config sections read) -> None
-DataCheck = Callable[[ConfigNode, Problems, int, tuple[str, ...]], None]
+# (cfg, problems to append to, samples per split (None: every file), config sections read) -> None
+DataCheck = Callable[[ConfigNode, Problems, int | None, tuple[str, ...]], None]
 # (predictions, result folder, result name) -> path written
 PredictionWriter = Callable[[Predictions, str, str], str]
 # (cfg, checkpoint path, env) -> the result file written (rank 0), None elsewhere
@@ -64,9 +64,10 @@ class Task:
         add_defaults: adds this task's config keys to the default tree (called before the YAML merge).
         build_dataset: (cfg, split) -> Dataset whose items are dicts; split is "train", "val" or "test".
             The dataset class declares `PAD_RULES` (key -> pad value, None = stack) for the shared collate.
-        modules: value of cfg.MODULE -> nn.Module class with a `from_config(cfg)` classmethod. The module's
-            forward takes the collated batch dict and returns a dict with "loss" (scalar) when the batch
-            carries labels, plus whatever the metrics read.
+        modules: value of cfg.MODULE -> nn.Module class with a `from_config(cfg, load_pretrained=True)`
+            classmethod (False: skip the start-up weights a trained checkpoint replaces). The module's forward
+            takes the collated batch dict and returns a dict with "loss" (scalar) when the batch carries labels,
+            plus whatever the metrics read.
         build_metrics: cfg -> list of `common.metrics.Metric`; the first one is the host (best-model) metric.
 
     Optional (the engine calls each one when it is set):
@@ -93,8 +94,9 @@ class Task:
     write_predictions: PredictionWriter | None = None
     test_after_training: TestStep | None = None
 
-    def build_module(self, cfg: ConfigNode) -> nn.Module:
-        """Instantiate the module class named by cfg.MODULE."""
+    def build_module(self, cfg: ConfigNode, load_pretrained: bool = True) -> nn.Module:
+        """Instantiate the module class named by cfg.MODULE. `load_pretrained=False` skips the start-up weights
+        (BERT, ImageNet ResNet) when a trained checkpoint will replace every weight anyway."""
         if cfg.MODULE not in self.modules:
             raise ValueError(f"{self.name}: MODULE {cfg.MODULE!r} is not one of {sorted(self.modules)}")
-        return self.modules[cfg.MODULE].from_config(cfg)
+        return self.modules[cfg.MODULE].from_config(cfg, load_pretrained=load_pretrained)

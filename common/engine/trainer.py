@@ -20,6 +20,7 @@ from common.engine import dist
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import unwrap
 from common.engine.dist import DistEnv
+from common.engine.nonfinite import nonfinite_inputs
 from common.engine.run import Run, build_run
 from common.engine.state import TrainState
 from common.engine.task import BatchLoader, Task
@@ -94,8 +95,8 @@ def skip_nonfinite_step(run: Run, micro: list[dict], epoch: int) -> None:
     state, max_skips = run.state, int(run.cfg.TRAIN.MAX_NONFINITE_STEPS)
     state.nonfinite_skips += 1
     ids = [int(i) for b in micro for i in torch.as_tensor(b.get("index", [])).view(-1).tolist()]
-    log.warning("epoch %d step %d: non-finite loss or gradient; update skipped (samples %s); %d in a row",
-                epoch, state.global_step, ids, state.nonfinite_skips)
+    log.warning("epoch %d step %d: non-finite loss or gradient; update skipped (samples %s); %s; %d in a row",
+                epoch, state.global_step, ids, nonfinite_inputs(run.train_loader, micro), state.nonfinite_skips)
     run.optimizer.zero_grad(set_to_none=True)
     if run.amp.scaler is not None:
         run.amp.scaler.update()

@@ -11,6 +11,8 @@ import warnings
 
 from PIL import Image
 
+from common.atomic_write import open_atomic
+
 log = logging.getLogger(__name__)
 MIN_SIDE, MAX_SIDE = 10, 10000
 
@@ -60,7 +62,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     valid, invalid = check_images(args.image_dir, args.delete)
-    with open(args.out, "w", encoding="utf-8") as handle:
+    with open_atomic(args.out) as handle:
         handle.writelines(name + "\n" for name in valid)
     log.info("%d valid, %d invalid images in %s; list written to %s", len(valid), len(invalid), args.image_dir,
              args.out)

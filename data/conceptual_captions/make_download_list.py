@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 
+from common.atomic_write import open_atomic
 from data.conceptual_captions.tsv import read_tsv
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 def make_download_list(tsv: str, image_dir: str, out: str, skip_existing: bool = False) -> int:
     """Lines `image_dir/{n:08d}.jpg url` for every row (downloaded ones skipped on request); returns the count."""
     count = 0
-    with open(out, "w", encoding="utf-8") as handle:
+    with open_atomic(out) as handle:
         for row in read_tsv(tsv):
             target = os.path.join(image_dir, row.stem + ".jpg")
             if skip_existing and os.path.isfile(target) and os.path.getsize(target) > 0:

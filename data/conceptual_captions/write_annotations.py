@@ -11,6 +11,7 @@ import json
 import logging
 import os
 
+from common.atomic_write import open_atomic
 from data.conceptual_captions.tsv import read_tsv
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def write_annotations(tsv: str, split: str, valid_names: set[str], frcnn_dir: st
     plain_path = os.path.join(out_dir, f"{split}.json")
     frcnn_path = os.path.join(out_dir, f"{split}_frcnn.json")
     plain = with_boxes = 0
-    with open(plain_path, "w", encoding="utf-8") as plain_out, open(frcnn_path, "w", encoding="utf-8") as frcnn_out:
+    with open_atomic(plain_path) as plain_out, open_atomic(frcnn_path) as frcnn_out:
         for row in read_tsv(tsv):
             if row.stem + ".jpg" not in valid_names:
                 continue

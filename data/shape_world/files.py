@@ -10,6 +10,8 @@ from typing import Any
 
 from PIL import Image
 
+from common.atomic_write import open_atomic
+
 JPEG_QUALITY = 92
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -20,29 +22,26 @@ def _ensure_parent(path: str) -> None:
 
 def write_json(path: str, obj: Any) -> None:
     """JSON with sorted keys and no spaces: identical bytes for identical content."""
-    _ensure_parent(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with open_atomic(path) as f:
         json.dump(obj, f, sort_keys=True, separators=(",", ":"))
 
 
 def write_jsonl(path: str, rows: Iterable[dict]) -> None:
     """One JSON object per line (the `.json`/`.jsonl` files of CC and VCR)."""
-    _ensure_parent(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with open_atomic(path) as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
 
 
 def write_text(path: str, lines: Iterable[str]) -> None:
-    _ensure_parent(path)
-    with open(path, "w", encoding="utf-8") as f:
+    with open_atomic(path) as f:
         f.writelines(line + "\n" for line in lines)
 
 
 def write_jpeg(path: str, image: Image.Image) -> None:
     """Baseline RGB JPEG without metadata (deterministic for a given libjpeg)."""
-    _ensure_parent(path)
-    image.convert("RGB").save(path, format="JPEG", quality=JPEG_QUALITY)
+    with open_atomic(path, "wb") as f:
+        image.convert("RGB").save(f, format="JPEG", quality=JPEG_QUALITY)
 
 
 def link_or_copy(src: str, dst: str) -> None:

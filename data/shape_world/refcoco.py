@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.atomic_write import open_atomic
 from data.shape_world.coco_vqa import CocoImage, instances_document
 from data.shape_world.files import write_json
 from data.shape_world.vocab import COCO_ID_TO_NAME, SHAPE_CATEGORY_ID, SHAPE_NAMES, shape_noun
@@ -140,7 +141,7 @@ def write_refcoco(coco_root: str, images: list[CocoImage], seed: int) -> list[Ex
         dets += _detections(im, rng, len(dets))
     folder = os.path.join(coco_root, "refcoco+")
     os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "refs(unc).p"), "wb") as f:
+    with open_atomic(os.path.join(folder, "refs(unc).p"), "wb") as f:
         pickle.dump(refs, f, protocol=2)
     doc = instances_document(ref_images, "Toy world RefCOCO+ instances")
     write_json(os.path.join(folder, "instances.json"),

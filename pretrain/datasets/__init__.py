@@ -51,7 +51,7 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
             raise ValueError("DATASET coco_captions has no precomputed features: set NETWORK.IMAGE_FEAT_PRECOMPUTED "
                              "false")
         return COCOCaptionsDataset(section.DATASET_PATH, image_set, _caption_builder(cfg, section, split, tokenizer),
-                                   seed=seed)
+                                   seed=seed, skip_unreadable_images=bool(section.SKIP_UNREADABLE_IMAGES))
     raise ValueError(f"DATASET.DATASET {name!r} is not a pretraining dataset; choose one of {list(DATASET_NAMES)}")
 
 

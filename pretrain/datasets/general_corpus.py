@@ -44,7 +44,7 @@ class GeneralCorpusDataset(EpochSeeded, Dataset):
     def __init__(self, ann_file: str, tokenizer: BertTokenizer, seq_len: int = 64, min_seq_len: int = 64,
                  with_mlm_task: bool = True, add_special_tokens: bool = True, seed: int = 0,
                  encoding: str = "utf-8"):
-        self.lines = read_corpus_lines(ann_file, encoding)
+        self.ann_file, self.lines = ann_file, read_corpus_lines(ann_file, encoding)
         self.tokenizer, self.seq_len, self.min_seq_len = tokenizer, int(seq_len), int(min_seq_len)
         self.with_mlm_task, self.add_special_tokens = with_mlm_task, add_special_tokens
         self.init_epoch_seed(seed, stream=1)
@@ -55,6 +55,10 @@ class GeneralCorpusDataset(EpochSeeded, Dataset):
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def describe(self, index: int) -> str:
+        """The item in words, for messages: its line among the corpus's non-empty lines."""
+        return f"text corpus {self.ann_file} non-empty line {index + 1}"
 
     def words(self, index: int) -> list[str]:
         """Basic-tokenised words of line `index` and the lines after it (wrapping, each line at most once)."""

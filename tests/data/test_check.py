@@ -52,7 +52,9 @@ def test_three_faults_reported_in_one_run(toy_root, minilm_dir, tmp_path):
     with open(os.path.join(coco, "vqa", "answers_vqa.txt")) as f:
         true_size = sum(1 for line in f if line.strip())
 
-    result = run_check(str(broken), minilm_dir, "DATASET.ANSWER_VOCAB_SIZE", str(true_size + 3))
+    # end to end, so that the images are read (a precomputed-feature run never opens them)
+    result = run_check(str(broken), minilm_dir, "DATASET.ANSWER_VOCAB_SIZE", str(true_size + 3),
+                       "NETWORK.IMAGE_FEAT_PRECOMPUTED", "false")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
     assert len(lines) == 3, result.stderr

@@ -100,6 +100,23 @@ def test_original_layout_exports_the_same_weights(trained, tmp_path):
     assert all(torch.equal(ours[k], original[k]) for k in ours)
 
 
+def test_an_interrupted_export_keeps_the_previous_one(trained, tmp_path, monkeypatch):
+    """The weights are written to a temporary file and renamed once on disk: an export stopped while writing them
+    (here: the flush to disk fails) leaves the previous export's files byte for byte, and no temporary file."""
+    root, cfg_path = trained[0], trained[1]
+    out = tmp_path / "e"
+    export_checkpoint(str(root / "ours.model"), cfg_path, "pretrain", str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        export_checkpoint(str(root / "original.model"), cfg_path, "pretrain", str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_partial_pretrain_reads_the_export(trained, tmp_path):
     root, cfg_path, module = trained
     weights = export_checkpoint(str(root / "ours.model"), cfg_path, "pretrain", str(tmp_path / "p"))

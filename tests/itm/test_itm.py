@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from common.config import load_config
+from common.data.captions import folder_path
 from itm.config import add_itm_defaults
 from itm.task import ITM, MatchAccuracy, build_itm_dataset
 
@@ -130,3 +131,17 @@ def test_training_from_toy_pretraining_beats_chance_on_toy_val(toy_pretraining_c
     record_property("itm_val_match_acc", state.best_val)
     print("image-text matching toy val MatchAcc:", state.best_val)
     assert state.best_val > 0.65
+
+
+def test_describe_names_the_pair(tiny_opts):
+    """What the non-finite guard says of an item: the image's record and box file, and the caption's record."""
+    cfg = load_config(TOY_CFG, tiny_opts, add_task_defaults=add_itm_defaults)
+    val = build_itm_dataset(cfg, "val")
+    root = cfg.DATASET.DATASET_PATH
+    first = val.source.records[0]
+    box_file = os.path.join(root, folder_path(first["frcnn"]))
+    assert val.describe(0) == (f"pair 0: {os.path.join(root, 'val_frcnn.json')} record 1 (box file {box_file}) "
+                               f"with the caption of record 1 (label 1)")
+    assert os.path.isfile(box_file)
+    negative = val.pair(1)[1]
+    assert val.describe(1).endswith(f"with the caption of record {negative + 1} (label 0)")

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -100,3 +101,82 @@ def test_image_text_matching_refuses_an_image_without_boxes(tmp_path, vocab_only
     assert dataset[0]["box_features"].shape == (2, 2048)
     with pytest.raises(BoxFileError, match=rf"{re.escape(empty)}: no boxes"):
         dataset[1]
+
+
+# ---- COCO captions (pretrain/datasets/coco_captions.py): the same box and image rules -------------------------
+def coco_copy(toy_root: str, tmp_path, edit_box=None) -> tuple[str, str, dict]:
+    """A copy of the toy COCO val2017 captions and instances; `edit_box(bbox, image)` may change the first
+    instance box of the first image (in place). Returns (coco root, instances file, that image)."""
+    coco = str(tmp_path / "coco")
+    os.makedirs(os.path.join(coco, "annotations"))
+    for name in ("captions_val2017.json", "instances_val2017.json"):
+        shutil.copy(os.path.join(toy_root, "coco", "annotations", name), os.path.join(coco, "annotations", name))
+    os.symlink(os.path.join(toy_root, "coco", "val2017"), os.path.join(coco, "val2017"))
+    instances_file = os.path.join(coco, "annotations", "instances_val2017.json")
+    with open(instances_file) as f:
+        instances = json.load(f)
+    image = min(instances["images"], key=lambda im: im["id"])
+    if edit_box is not None:
+        edit_box(next(a["bbox"] for a in instances["annotations"] if a["image_id"] == image["id"]), image)
+        with open(instances_file, "w") as f:
+            json.dump(instances, f)
+    return coco, instances_file, image
+
+
+def coco_captions(coco: str, tokenizer, **kwargs):
+    from pretrain.datasets.coco_captions import COCOCaptionsDataset
+
+    builder = CaptionSampleBuilder(tokenizer, VisualTransform(min_size=120, max_size=200), with_mvrc_task=False)
+    return COCOCaptionsDataset(coco, "val", builder, **kwargs)
+
+
+def test_coco_captions_refuse_a_box_outside_the_image(toy_root, tmp_path, tokenizer):
+    """Before, the box was clamped onto the image edge silently."""
+    def move_out(bbox, image):
+        bbox[0] = image["width"] + 20.0
+
+    coco, instances_file, image = coco_copy(toy_root, tmp_path, move_out)
+    data = coco_captions(coco, tokenizer)
+    index = data.ids.index(image["id"])
+    with pytest.raises(BoxError, match=re.escape(f"{instances_file} (image {image['id']}): box ") + ".*lies wholly "
+                       "outside the image"):
+        data[index]
+
+
+def test_coco_captions_clamp_a_box_past_the_edge_with_a_warning(toy_root, tmp_path, tokenizer, caplog):
+    def widen(bbox, image):
+        bbox[2] = image["width"] - bbox[0] + 10.0  # 10 px past the right edge
+
+    coco, instances_file, image = coco_copy(toy_root, tmp_path, widen)
+    data = coco_captions(coco, tokenizer)
+    with caplog.at_level(logging.WARNING):
+        raw_boxes = data.read_raw(data.ids.index(image["id"])).boxes
+        data[data.ids.index(image["id"])]
+    assert raw_boxes[:, 2].max() == image["width"] + 9.0  # read unclamped (x + w - 1)
+    assert f"{instances_file} (image {image['id']}): box" in caplog.text and "clamped to it" in caplog.text
+
+
+def test_coco_captions_honour_skip_unreadable_images(toy_root, tmp_path, tokenizer, caplog):
+    coco, _, image = coco_copy(toy_root, tmp_path)
+    os.remove(os.path.join(coco, "val2017"))
+    shutil.copytree(os.path.join(toy_root, "coco", "val2017"), os.path.join(coco, "val2017"))
+    broken = os.path.join(coco, "val2017", image["file_name"])
+    with open(broken, "r+b") as f:
+        f.truncate(100)
+    index = coco_captions(coco, tokenizer).ids.index(image["id"])
+    with pytest.raises(OSError, match=re.escape(broken)):
+        coco_captions(coco, tokenizer)[index]
+    with caplog.at_level(logging.WARNING):
+        raw = coco_captions(coco, tokenizer, skip_unreadable_images=True).read_raw(index)
+    assert raw.image.size == (image["width"], image["height"]) and not np.asarray(raw.image).any()
+    assert broken in caplog.text and "DATASET.SKIP_UNREADABLE_IMAGES" in caplog.text
+
+
+def test_coco_captions_sub_pixel_boxes_are_one_pixel_and_negative_sizes_are_refused():
+    from pretrain.datasets.coco_captions import coco_xywh_to_xyxy
+
+    assert coco_xywh_to_xyxy([3, 4, 10, 6]) == [3, 4, 12, 9]  # the original's x + w - 1
+    assert coco_xywh_to_xyxy([3, 4, 0.5, 0.25]) == [3, 4, 3, 4]
+    assert coco_xywh_to_xyxy([3, 4, -2, 6]) == [3, 4, 1, 9]  # inverted: check_boxes refuses it
+    with pytest.raises(BoxError, match="is inverted"):
+        box_rules.check_boxes(np.array([coco_xywh_to_xyxy([3, 4, -2, 6])]), 50, 40, "x")

@@ -205,3 +205,22 @@ def test_coco_captions_boxes_and_one_hot_classes(toy_root, tokenizer):
     classes = data.read_raw(0).classes
     assert classes.shape == (len(anns), 81) and np.all(classes.sum(1) == 1)
     assert classes.argmax(1).tolist() == [category_ids.index(a["category_id"]) + 1 for a in anns]
+
+
+def test_describe_names_caption_records_and_corpus_lines(toy_root, tokenizer, tmp_path):
+    """What the non-finite guard says of an item (the precomputed caption dataset names only the box file)."""
+    root = os.path.join(toy_root, "conceptual-captions")
+    for precomputed in (True, False):
+        data = _cc(toy_root, tokenizer, precomputed=precomputed)
+        record = data.records[3]
+        files = f"box file {os.path.join(root, folder_path(record['frcnn']))}"
+        if not precomputed:
+            files = f"image {os.path.join(root, folder_path(record['image']))}, " + files
+        assert data.describe(3) == f"{os.path.join(root, 'train_frcnn.json')} record 4 ({files})"
+    corpus = tmp_path / "c.doc"
+    corpus.write_text("one\n\ntwo\n")
+    assert GeneralCorpusDataset(str(corpus), tokenizer).describe(1) == f"text corpus {corpus} non-empty line 2"
+    coco = COCOCaptionsDataset(os.path.join(toy_root, "coco"), "val", _builder(tokenizer))
+    info = coco.instances.loadImgs(coco.ids[0])[0]
+    image = os.path.join(toy_root, "coco", "val2017", info["file_name"])
+    assert coco.describe(0) == f"COCO image {coco.ids[0]} ({image})" and os.path.isfile(image)

@@ -96,3 +96,14 @@ def test_long_expression_is_cut_to_the_position_table(world, tiny_cfg, caplog):
     with torch.no_grad():
         logits = module(collate_dicts([item, dataset[1]], dataset.PAD_RULES))["logits"]
     assert torch.isfinite(logits).all()
+
+
+def test_describe_names_ref_sentence_and_image(world, tiny_cfg):
+    dataset = TASK.build_dataset(tiny_cfg("DATASET.DATASET_PATH", world), "train")
+    refs = {r["ref_id"]: r for r in load_refs_pickle(os.path.join(world, "refcoco+", "refs(unc).p"))}
+    sample = dataset.samples[0]
+    ref = refs[sample.ref_id]
+    assert sample.sent_id in [s["sent_id"] for s in ref["sentences"]]
+    image = os.path.join(world, "train2014", f"COCO_train2014_{ref['image_id']:012d}.jpg")
+    assert dataset.describe(0) == f"ref {ref['ref_id']} sentence {sample.sent_id} (image {ref['image_id']}: {image})"
+    assert os.path.isfile(image)

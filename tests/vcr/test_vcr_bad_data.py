@@ -87,3 +87,15 @@ def test_texts_fit_the_position_table_the_boxes_leave(tmp_path, vocab_only_dir, 
     with torch.no_grad():  # the same batch raised IndexError inside F.embedding before
         logits = module(collate_dicts([item, dataset[1]], dataset.PAD_RULES))["label_logits"]
     assert torch.isfinite(logits).all()
+
+
+def test_describe_names_the_jsonl_line_annot_id_and_image(data, vocab_only_dir):
+    """What the non-finite guard says of an item; QA2R test items also name the answer they are conditioned on."""
+    path = os.path.join(data, "train.jsonl")
+    with open(path) as f:
+        second = json.loads(f.readlines()[1])
+    dataset = TASK.build_dataset(tiny_cfg(vocab_only_dir, data), "train")
+    image = os.path.join(data, "vcr1images", second["img_fn"])
+    assert dataset.describe(1) == f"{path}:2 annot_id={second['annot_id']!r} (image {image})"
+    test = TASK.build_dataset(tiny_cfg(vocab_only_dir, data, "DATASET.TASK", "QA2R"), "test")
+    assert test.describe(6).endswith(", conditioned on answer 2)") and "test.jsonl:2 " in test.describe(6)

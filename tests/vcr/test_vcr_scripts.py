@@ -117,7 +117,79 @@ def test_two_processes_write_the_same_files_as_one(setup, script, tmp_path):
     one, two, output = one_and_two_processes(tmp_path, script, a_cfg, own, [])
     assert "in 2 process(es)" in output
     stem = "toy_test" if script == "vcr/test.py" else "toy"
-    expected = {f"{stem}_{w}_pred{ext}" for w in "ar" for ext in (".npy", "_ids.txt")}
+    expected = {f"{stem}_{w}_pred{ext}" for w in "ar" for ext in (".npy", "_ids.txt", "_meta.json")}
     if script == "vcr/test.py":
         expected |= {f"toy_test_result_{t}.csv" for t in ("Q2A", "QA2R", "Q2AR")}
     assert set(one) == expected and one == two
+
+
+# ---- --use-cache reuses only a cache made by the same inputs (vcr/logit_cache.py) -------------------------------
+def other_checkpoint(args: list[str], which: str, seed: int, tmp_path) -> list[str]:
+    """`args` with --{which}-ckpt replaced by a checkpoint of the same model with other random weights."""
+    cfg_path = args[args.index(f"--{which}-cfg") + 1]
+    from common.config import load_config
+    from vcr.task import TASK
+
+    torch.manual_seed(seed)
+    module = ResNetVLBERTForVCR(load_config(cfg_path, add_task_defaults=TASK.add_defaults), cls_id=101, sep_id=102)
+    path = str(tmp_path / f"other_{which}.model")
+    torch.save({"state_dict": module.state_dict()}, path)
+    changed = list(args)
+    changed[changed.index(f"--{which}-ckpt") + 1] = path
+    return changed
+
+
+def test_use_cache_reruns_a_cache_made_by_another_checkpoint(setup, tmp_path, caplog):
+    """The cache of checkpoint R1 is not reused for R2: the scores are R2's (as without --use-cache), and a warning
+    names the reason. Before, R1's scores were printed for R2."""
+    _, args, results = setup
+    vcr_val.main(args)
+    first_r = np.load(results / "toy_r_pred.npy")
+    other = other_checkpoint(args, "r", 7, tmp_path)
+    with caplog.at_level("WARNING"):
+        cached_run = vcr_val.main(other + ["--use-cache"])
+    fresh_r = np.load(results / "toy_r_pred.npy")
+    assert not np.allclose(fresh_r, first_r)  # R2's logits, written over R1's
+    assert "toy_r_pred.npy was made by other inputs; running the model again (checkpoint: cache" in caplog.text
+    assert "other_r.model" in caplog.text and "toy_a_pred" not in caplog.text  # the Q->A cache still matches
+    assert cached_run == vcr_val.main(other)  # the same scores as a run without the cache
+    meta = json.loads((results / "toy_r_pred_meta.json").read_text())
+    assert meta["checkpoint"]["path"] == other[other.index("--r-ckpt") + 1] and meta["split"] == "val"
+
+
+def test_use_cache_reruns_for_another_annotation_file_or_config(setup, tmp_path, caplog):
+    data, args, results = setup
+    vcr_val.main(args)
+    stamp = (results / "toy_a_pred_meta.json").stat().st_mtime_ns
+    copy = tmp_path / "val_copy.jsonl"
+    lines = open(os.path.join(data, "val.jsonl")).read().splitlines()
+    copy.write_text("\n".join(lines) + "\n\n")  # the same questions, but another file
+    with caplog.at_level("WARNING"):
+        vcr_val.main(args + ["--use-cache", "--annot", str(copy)])
+    assert "toy_a_pred.npy was made by other inputs" in caplog.text and "annotations: cache" in caplog.text
+    assert (results / "toy_a_pred_meta.json").stat().st_mtime_ns != stamp
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        vcr_val.main(args + ["--use-cache", "--annot", str(copy), "NETWORK.CLASSIFIER_DROPOUT", "0.3"])
+    assert "config: cache" in caplog.text
+
+
+def test_use_cache_reruns_a_cache_without_a_record(setup, caplog):
+    """A cache of an earlier version, or one whose write was interrupted (the record is written last)."""
+    _, args, results = setup
+    vcr_val.main(args)
+    np.save(results / "toy_a_pred.npy", np.zeros((3, 4), np.float32))
+    os.remove(results / "toy_a_pred_meta.json")
+    with caplog.at_level("WARNING"):
+        vcr_val.main(args + ["--use-cache"])
+    assert "toy_a_pred.npy has no record of what made it" in caplog.text
+    assert np.load(results / "toy_a_pred.npy").any() and (results / "toy_a_pred_meta.json").is_file()
+
+
+def test_a_broken_label_line_is_named(tmp_path):
+    from vcr.predictions import read_vcr_labels
+
+    path = tmp_path / "val.jsonl"
+    path.write_text('{"annot_id": "val-0", "answer_label": 1, "rationale_label": 2}\n{"annot_id": \n')
+    with pytest.raises(ValueError, match=rf"^{path}:2: not a valid JSON line"):
+        read_vcr_labels(str(path))

@@ -195,3 +195,18 @@ def test_predict_cuts_a_long_question(vqa_tiny_cfg, vqa_toy_root, tmp_path, capl
         answers = predict_script.predict(cfg, ckpt, dataset.image_path(sample), "what " * 200 + "is it?",
                                          box_file=dataset.box_file_path(sample))
     assert len(answers) == 5 and "--question 'what what" in caplog.text
+
+
+def test_describe_names_question_image_and_files(world, vqa_tiny_cfg):
+    """What the non-finite guard says of an item: read back from the question file independently."""
+    coco = os.path.join(world, "coco")
+    with open(os.path.join(coco, "vqa", "v2_OpenEnded_mscoco_val2014_questions.json")) as f:
+        first = json.load(f)["questions"][0]
+    dataset = VQA.build_dataset(world_cfg(vqa_tiny_cfg, world), "val")
+    text = dataset.describe(0)
+    box_file = text.split("box file ")[1].rstrip(")")
+    assert text == f"question {first['question_id']} (image {first['image_id']} of val2014; box file {box_file})"
+    assert os.path.isfile(box_file) and box_file.endswith(f"{first['image_id']}.json")
+    end_to_end = VQA.build_dataset(world_cfg(vqa_tiny_cfg, world, "NETWORK.IMAGE_FEAT_PRECOMPUTED", "false"), "val")
+    image = os.path.join(coco, "val2014", f"COCO_val2014_{first['image_id']:012d}.jpg")
+    assert end_to_end.describe(0).endswith(f", image {image})") and os.path.isfile(image)

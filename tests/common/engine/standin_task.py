@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from common.engine.evaluate import open_atomic
+from common.atomic_write import open_atomic
 from common.engine.task import Predictions, Task
 from common.metrics import Metric
 
@@ -26,6 +26,9 @@ class StandInDataset(Dataset):
     def __len__(self) -> int:
         return len(self.x)
 
+    def describe(self, index: int) -> str:
+        return f"stand-in sample {index}"
+
     def __getitem__(self, index: int) -> dict:
         x = self.x[index].clone()
         if index in self.nan_indices:
@@ -41,7 +44,7 @@ class StandInModule(nn.Module):
         self.crash_rank = int(os.environ.get("STANDIN_CRASH_RANK", "-1"))
 
     @classmethod
-    def from_config(cls, cfg) -> StandInModule:
+    def from_config(cls, cfg, load_pretrained: bool = True) -> StandInModule:
         return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
 
     def forward(self, batch: dict) -> dict:
