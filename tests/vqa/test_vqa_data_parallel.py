@@ -1,0 +1,119 @@
+"""TRAIN.DATA_PARALLEL zero1 and fsdp on toy VQA through `dist_run_single.sh 2` (the tiny model with its 0-dim visual
+gates, visual_ln false): the losses and weights follow the ddp run's; an fsdp DCP checkpoint of 2 processes resumes in
+2 and in 1 process as the uninterrupted run, and its `.model` conversion predicts as the live module in vqa/test.py.
+
+Tolerances. zero1 steps the same AdamW maths on the same all-reduced gradients, each parameter on one rank: bitwise.
+fsdp reduce-scatters where DDP all-reduces (other float summation order, last bits differ); AdamW divides by
+sqrt(v), which turns a last-bit gradient difference of a small-gradient element into an lr-sized step difference, so
+the 7 steps are compared at 1e-4 on the loss and 20 x lr on the weights (lr 1e-4 in this config).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from vqa_fixtures import TOY_CFG, tiny_overrides
+
+from common.model.state_dict_io import read_checkpoint_file
+from tests.script_runs import run_launcher
+
+RUN_DIR = Path("output", "toy", "vqa", "toy_cpu", "val2014_train")
+PREFIX = "vl-bert_toy_prec_vqa"
+ONE_EPOCH = ["NETWORK.VLBERT.visual_ln", "false", "DATASET.TRAIN_IMAGE_SET", "val2014", "TRAIN.END_EPOCH", "1",
+             "TRAIN.BATCH_IMAGES", "8", "TRAIN.WARMUP_STEPS", "2", "LOG_FREQUENT", "1", "VAL_FREQUENT", "0"]
+LOSS = re.compile(r"Batch \[(\d+)\].*?Train-Loss=([-0-9.e]+)")
+
+
+def train_losses(output: str) -> list[tuple[int, float]]:
+    """(batch, running Train-Loss) of every line the rank-0 logger printed."""
+    return [(int(batch), float(loss)) for batch, loss in LOSS.findall(output)]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint_file(str(path))["state_dict"]
+
+
+def train(nproc: int, out: Path, overrides: list[str]) -> str:
+    return run_launcher(nproc, "vqa/train_end2end.py", TOY_CFG, out, overrides, timeout=600)
+
+
+@pytest.mark.slow
+def test_zero1_and_fsdp_train_as_ddp(vqa_toy_root, vqa_vocab_only_dir, tmp_path):
+    overrides = tiny_overrides(vqa_vocab_only_dir, vqa_toy_root) + ONE_EPOCH
+    outputs = {mode: train(2, tmp_path / mode, [*overrides, "TRAIN.DATA_PARALLEL", mode])
+               for mode in ("ddp", "zero1", "fsdp")}
+    assert "2 small parameter(s) replicated" in outputs["fsdp"]  # visual_scale_text / visual_scale_object
+    assert "zero1: AdamW state sharded over 2 ranks" in outputs["zero1"]
+    losses = {mode: train_losses(output) for mode, output in outputs.items()}
+    assert len(losses["ddp"]) == 7 and losses["zero1"] == losses["ddp"]
+    assert [b for b, _ in losses["fsdp"]] == [b for b, _ in losses["ddp"]]
+    torch.testing.assert_close([v for _, v in losses["fsdp"]], [v for _, v in losses["ddp"]], rtol=1e-4, atol=0)
+    final = {mode: weights(tmp_path / mode / RUN_DIR / f"{PREFIX}-0000.model") for mode in outputs}
+    assert final["ddp"]["vlbert.visual_scale_text"].shape == ()  # the gates keep their checkpoint shape
+    for key, expected in final["ddp"].items():
+        assert torch.equal(final["zero1"][key], expected), key
+        torch.testing.assert_close(final["fsdp"][key], expected, rtol=0, atol=2e-3, msg=key)
+
+
+def model_state_from_dcp(module: torch.nn.Module, folder: Path) -> None:
+    """The live module's weights straight from the folder through torch.distributed.checkpoint's own reader."""
+    import torch.distributed.checkpoint as dcp
+
+    state = {"model": module.state_dict()}
+    dcp.load(state, checkpoint_id=str(folder))
+    module.load_state_dict(state["model"])
+
+
+def check_converted_predictions(cfg_overrides: list[str], folder: Path, tmp_path: Path) -> None:
+    """vqa/test.py on the converted `.model` vs the module loaded from the DCP folder, on the test split."""
+    from common.config import load_config
+    from common.data.loader import make_inference_loader
+    from common.engine.dist import DistEnv
+    from common.engine.evaluate import TestResult, predict, test_main, test_split_config
+    from external import convert_checkpoint
+    from vqa.test import COMMAND
+    from vqa.task import VQA
+
+    converted = convert_checkpoint.main(["--dcp", str(folder), "--out", str(tmp_path / "converted.model")])
+    result: TestResult = test_main(VQA, COMMAND, ["--cfg", TOY_CFG, "--ckpt", converted, "--result-path",
+                                                  str(tmp_path / "converted"), *cfg_overrides])
+    cfg = test_split_config(load_config(TOY_CFG, cfg_overrides, add_task_defaults=VQA.add_defaults))
+    module = VQA.build_module(cfg, load_pretrained=False)
+    model_state_from_dcp(module, folder)
+    dataset = VQA.build_dataset(cfg, "test")
+    live = predict(module.eval(), make_inference_loader(dataset, cfg, "test", DistEnv(), None), show_progress=False)
+    assert len(live) == len(result.predictions.outputs) == len(dataset) > 0
+    for got, expected in zip(result.predictions.outputs, live, strict=True):
+        assert got.keys() == expected.keys()
+        assert all(torch.equal(got[k], expected[k]) if torch.is_tensor(got[k]) else got[k] == expected[k]
+                   for k in got)
+    written = json.loads(Path(result.path).read_text())
+    assert len(written) == len(dataset)
+
+
+@pytest.mark.slow
+def test_fsdp_dcp_checkpoint_resumes_in_two_and_one_process_and_converts(vqa_toy_root, vqa_vocab_only_dir, tmp_path):
+    """SGD here: one process sums a batch of 16 where two average two of 8 (last-bit differences), and SGD carries
+    such differences forward without amplifying them, so 2 -> 1 is compared at 1e-6; 2 -> 2 is bitwise."""
+    base = tiny_overrides(vqa_vocab_only_dir, vqa_toy_root)
+    overrides = [*base, *ONE_EPOCH, "TRAIN.END_EPOCH", "2", "TRAIN.OPTIMIZER", "SGD", "TRAIN.LR", "1e-3",
+                 "TRAIN.DATA_PARALLEL", "fsdp", "TRAIN.CHECKPOINT_FORMAT", "dcp", "TRAIN.AUTO_RESUME", "true"]
+    straight = tmp_path / "straight"
+    train(2, straight, overrides)
+    expected = weights(straight / RUN_DIR / f"{PREFIX}-0001.dcp")
+    for nproc, batch, atol in ((2, "8", 0.0), (1, "16", 1e-6)):
+        resumed = tmp_path / f"resumed{nproc}"
+        (resumed / RUN_DIR).mkdir(parents=True)  # what a run stopped after epoch 0 leaves
+        shutil.copytree(straight / RUN_DIR / f"{PREFIX}-0000.dcp", resumed / RUN_DIR / f"{PREFIX}-0000.dcp")
+        output = train(nproc, resumed, [*overrides, "TRAIN.BATCH_IMAGES", batch])
+        assert "resumed from" in output and f"{PREFIX}-0000.dcp" in output.split("resumed from")[1]
+        got = weights(resumed / RUN_DIR / f"{PREFIX}-0001.dcp")
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=atol, msg=f"{nproc} process(es): {key}")
+    check_converted_predictions(base + ["NETWORK.VLBERT.visual_ln", "false"], straight / RUN_DIR /
+                                f"{PREFIX}-0001.dcp", tmp_path)
