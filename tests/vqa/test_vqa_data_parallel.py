@@ -44,10 +44,12 @@ def train(nproc: int, out: Path, overrides: list[str]) -> str:
 @pytest.mark.slow
 def test_zero1_and_fsdp_train_as_ddp(vqa_toy_root, vqa_vocab_only_dir, tmp_path):
     overrides = tiny_overrides(vqa_vocab_only_dir, vqa_toy_root) + ONE_EPOCH
-    outputs = {mode: train(2, tmp_path / mode, [*overrides, "TRAIN.DATA_PARALLEL", mode])
+    # fsdp with activation checkpointing in every transformer layer (recomputed inside the layer's FSDP unit)
+    extra = {"ddp": [], "zero1": [], "fsdp": ["NETWORK.GRADIENT_CHECKPOINTING", "true"]}
+    outputs = {mode: train(2, tmp_path / mode, [*overrides, "TRAIN.DATA_PARALLEL", mode, *extra[mode]])
                for mode in ("ddp", "zero1", "fsdp")}
     assert "2 small parameter(s) replicated" in outputs["fsdp"]  # visual_scale_text / visual_scale_object
-    assert "zero1: AdamW state sharded over 2 ranks" in outputs["zero1"]
+    assert re.search(r"zero1: \w+ state sharded over 2 ranks", outputs["zero1"])
     losses = {mode: train_losses(output) for mode, output in outputs.items()}
     assert len(losses["ddp"]) == 7 and losses["zero1"] == losses["ddp"]
     assert [b for b, _ in losses["fsdp"]] == [b for b, _ in losses["ddp"]]
