@@ -78,10 +78,13 @@ def check_converted_predictions(cfg_overrides: list[str], folder: Path, tmp_path
     from common.engine.dist import DistEnv
     from common.engine.evaluate import TestResult, predict, test_main, test_split_config
     from external import convert_checkpoint
+    from external.export_checkpoint import load_exported
     from vqa.task import VQA
     from vqa.test import COMMAND
 
-    converted = convert_checkpoint.main(["--dcp", str(folder), "--out", str(tmp_path / "converted.model")])
+    export = tmp_path / "export"  # the safetensors export as well
+    converted = convert_checkpoint.main(["--dcp", str(folder), "--out", str(tmp_path / "converted.model"),
+                                         "--export", str(export), "--task", "vqa", "--cfg", TOY_CFG, *cfg_overrides])
     result: TestResult = test_main(VQA, COMMAND, ["--cfg", TOY_CFG, "--ckpt", converted, "--result-path",
                                                   str(tmp_path / "converted"), *cfg_overrides])
     cfg = test_split_config(load_config(TOY_CFG, cfg_overrides, add_task_defaults=VQA.add_defaults))
@@ -96,6 +99,8 @@ def check_converted_predictions(cfg_overrides: list[str], folder: Path, tmp_path
                    for k in got)
     written = json.loads(Path(result.path).read_text())
     assert len(written) == len(dataset)
+    exported, _ = load_exported(str(export), "vqa")
+    assert_equal_tensors(exported.state_dict(), module.state_dict(), "safetensors export")
 
 
 def optimizer_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 import torch
 
 from common.config import load_config
@@ -42,6 +43,7 @@ def assert_close(got: dict, expected: dict, atol: float) -> None:
         torch.testing.assert_close(got[key], expected[key], atol=atol, rtol=0, msg=key)
 
 
+@pytest.mark.slow  # a 2-process launch, as the other launcher tests
 def test_fsdp_two_processes_equal_one_process_and_the_dcp_checkpoint_resumes_in_one(tmp_path):
     two = tmp_path / "two"
     proc = launch(["./scripts/dist_run_single.sh", "2", ENTRY, YAML, str(two), "OUTPUT_PATH", ".", *COMMON,
