@@ -1,7 +1,8 @@
 """The models the training-step benchmark compares: VL-BERT for VQA (ours) and transformers' VisualBERT (the peer).
 
 Both get the same answer head and loss, the same inputs and the same sequence length, so samples/s compare
-like for like. `model_flops` counts the FLOPs of one training step analytically (formula in bench/RESULTS.md).
+like for like. `model_flops` counts the FLOPs of one training step with the engine's counter
+(common/engine/flops.py; formula in bench/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from common.engine.flops import count_step_flops
+from common.model.bert_encoder import BertEncoder
 from common.model.task_base import VLBertTaskModule
 
 NUM_ANSWERS = 3129
@@ -163,73 +166,13 @@ def build(which: str, setting: Setting, channels_last: bool = False, onednn_line
     return OursVQA.from_config(cfg, load_pretrained=False) if which == "ours" else PeerVQA(setting, cfg)
 
 
-def encoder_flops(setting: Setting) -> float:
-    """One training step of the transformer stack: per layer 6·B·L·(4h² + 2hf) + 12·B·L²·h."""
-    b, length, h, f = setting.batch, setting.seq_len, setting.hidden, setting.ffn
-    return setting.layers * (6 * b * length * (4 * h * h + 2 * h * f) + 12 * b * length * length * h)
+def encoder_types() -> tuple[type, ...]:
+    """The transformer stacks counted as a whole (common/engine/flops.py): ours and transformers' VisualBERT."""
+    from transformers.models.visual_bert.modeling_visual_bert import VisualBertEncoder
+
+    return (BertEncoder, VisualBertEncoder)
 
 
-def model_flops(model: nn.Module, batch: dict, encoder_prefix: str, setting: Setting) -> float:
-    """Training-step FLOPs: `encoder_flops` + every Linear/Conv2d outside the encoder, counted from its shapes.
-
-    A matmul of M·K·N multiply-adds costs 2MKN forward, +2MKN for the input gradient when its input needs one,
-    +2MKN for the weight gradient when the weight trains (so 6·params·tokens for a trainable layer inside the net).
-    """
-    total = [0.0]
-
-    def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        if isinstance(module, nn.Linear):
-            macs = output.numel() * module.in_features
-        else:
-            kh, kw = module.kernel_size
-            macs = output.numel() * (module.in_channels // module.groups) * kh * kw
-        factor = 1 + bool(inputs[0].requires_grad) + bool(module.weight.requires_grad)
-        total[0] += 2 * macs * factor
-
-    handles = [m.register_forward_hook(hook) for name, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d)) and not name.startswith(encoder_prefix)]
-    try:
-        with torch.enable_grad():
-            model(batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0] + encoder_flops(setting)
-
-
-def matmul_rate(device: torch.device, dtype: torch.dtype, sizes=None, repeats: int = 5,
-                clock: str = "wall") -> dict[str, float]:
-    """Best FLOP/s (2n³ per product) of square matmuls over `sizes` and `repeats`, per available kernel:
-    `torch.mm` (MKL / cuBLAS) and, for float32 on CPU, oneDNN (the kernel `common.model.onednn_linear` uses).
-    clock "cpu" times by process CPU time / torch threads (as the training step with --clock cpu)."""
-    import time
-
-    threads = torch.get_num_threads()
-    timer = time.perf_counter if clock == "wall" else (lambda: time.process_time() / threads)
-
-    from common.model.onednn_linear import onednn_linear_available, onednn_mm
-
-    sizes = sizes or ((2048, 4096, 8192) if device.type == "cuda" else (2048, 4096))
-    kernels = {"torch.mm": lambda a, b: torch.mm(a, b.t())}
-    if device.type == "cpu" and dtype == torch.float32 and onednn_linear_available():
-        kernels["oneDNN"] = lambda a, b: onednn_mm(a, b, None)
-    rates = {}
-    for name, kernel in kernels.items():
-        best = 0.0
-        for n in sizes:
-            a = torch.randn(n, n, device=device).to(dtype)
-            b = torch.randn(n, n, device=device).to(dtype)
-            kernel(a, b)
-            for _ in range(repeats):
-                _sync(device)
-                start = timer()
-                kernel(a, b)
-                _sync(device)
-                best = max(best, 2 * n**3 / (timer() - start))
-        rates[name] = best
-    return rates
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def model_flops(model: nn.Module, batch: dict) -> float:
+    """Training-step FLOPs of `model` on `batch`, counted by the engine's counter during one forward."""
+    return count_step_flops(model, lambda: model(batch), encoder_types())

@@ -13,8 +13,9 @@ import time
 
 import torch
 
-from bench.models import Setting, build, make_batch, matmul_rate, model_flops
+from bench.models import Setting, build, make_batch, model_flops
 from common.atomic_write import write_json_atomic
+from common.engine.flops import matmul_rate
 
 log = logging.getLogger("bench.train_step")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -22,7 +23,6 @@ SIZES = {  # "tiny" only checks that the script runs
     "base": dict(hidden=768, layers=12, heads=12, ffn=3072),
     "tiny": dict(hidden=64, layers=2, heads=4, ffn=128, resnet_layers=18, regions=4, image_size=64),
 }
-ENCODER_PREFIX = {"ours": "vlbert.encoder.", "peer": "visual_bert.encoder."}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -87,7 +87,7 @@ class Runner:
         self.model = build(which, setting, channels_last=args.channels_last,
                            onednn_linear=not args.no_onednn_linear).to(device).train()
         self.batch = make_batch(setting, device)
-        self.flops = model_flops(self.model, self.batch, ENCODER_PREFIX[which], setting)
+        self.flops = model_flops(self.model, self.batch)
         self.optimizer = make_optimizer(self.model, args.optimizer, device)
         self.forward = torch.compile(self.model) if args.compile else self.model
         self.dtype = DTYPES[args.dtype]

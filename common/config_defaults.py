@@ -231,6 +231,17 @@ _C.TRAIN.PIN_MEMORY = True
 _C.TRAIN.PERSISTENT_WORKERS = True
 # Module outputs logged as losses: "output_name,DisplayName" in YAML, (name, display) tuples in code.
 _C.TRAIN.LOSS_LOGGERS = []
+# ... observability and the GPU path (docs/CONFIG.md, "Logs, MFU and reference runs") ...
+# Peak TFLOP/s of one device for the MFU of the speed line; 0 measures it at start with a short matmul probe.
+_C.TRAIN.PEAK_TFLOPS = 0.0
+# Where the log's figures go besides metrics.jsonl (always): any of "tensorboard", "wandb", "trackio".
+_C.TRAIN.REPORT_TO = ["tensorboard"]
+# Pad the packed VL-BERT sequence to a multiple of this (tensor-core friendly); 0 = 8 on a GPU, 1 (none) on CPU.
+_C.TRAIN.PAD_TO_MULTIPLE_OF = 0
+# Group training samples of similar length into batches (datasets with `sample_lengths()`, e.g. VCR).
+_C.TRAIN.LENGTH_BUCKETING = False
+# torch.compile each transformer layer (BertLayer) separately instead of the whole module (TRAIN.COMPILE).
+_C.TRAIN.COMPILE_LAYERS = False
 
 # ----- VAL ------------------------------------------------------------------------------------------------
 _C.VAL = ConfigNode()

@@ -158,6 +158,17 @@ class VCRDataset(Dataset):
         record = self.records[index]
         return record, record.answer_label
 
+    def sample_lengths(self) -> list[int]:
+        """Per item: words of the question (+ the answer, QA2R) and of its longest choice, plus its objects: a cheap
+        proxy of the packed length (no tokenising, no file read) for TRAIN.LENGTH_BUCKETING."""
+        lengths = []
+        for index in range(len(self)):
+            record, answer = self.record_and_answer(index)
+            first = len(record.question) + (len(record.answer_choices[answer]) if self.task == "QA2R" else 0)
+            choices = record.answer_choices if self.task == "Q2A" else record.rationale_choices
+            lengths.append(first + max(len(c) for c in choices) + len(record.objects))
+        return lengths
+
     def describe(self, index: int) -> str:
         """The item in words, for messages: jsonl file and line, annot_id, image (and the conditioning answer)."""
         record, answer = self.record_and_answer(index)

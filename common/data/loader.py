@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from common.config_node import ConfigNode
 from common.data.collate import DictCollate
+from common.data.length_buckets import LengthBucketBatchSampler
 from common.data.samplers import GroupedBatchSampler, ShardSampler
 
 if TYPE_CHECKING:  # the engine imports this module; these are for the annotations only
@@ -64,7 +65,11 @@ def make_loader(dataset: Dataset, cfg: ConfigNode, split: str, env: DistEnv | No
     shuffle = bool(section.SHUFFLE) and is_train
     group_ids = dataset.aspect_groups() if hasattr(dataset, "aspect_groups") else None
     kwargs = _loader_kwargs(dataset, cfg, is_train, seed * 1000 + rank)
-    if is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
+    if is_train and bool(cfg.TRAIN.LENGTH_BUCKETING):  # observability / GPU path: common/data/length_buckets.py
+        batch_sampler = LengthBucketBatchSampler.for_dataset(dataset, batch_size, world, rank, shuffle, seed,
+                                                             group_ids if bool(cfg.TRAIN.ASPECT_GROUPING) else None)
+        loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+    elif is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
         batch_sampler = GroupedBatchSampler(group_ids, batch_size, world, rank, shuffle=shuffle, seed=seed)
         loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
     else:

@@ -21,7 +21,8 @@ from common.data.preflight import require_data
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
 from common.engine.dist import DistEnv
-from common.engine.log import TrainLogger
+from common.engine.gpu_path import apply_gpu_path
+from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
 from common.engine.parallel import shard_module, wrap_data_parallel
@@ -170,10 +171,12 @@ def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir:
     steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
     checkpointer = Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict())
     resume_from = start_weights(task, cfg, env, module, checkpointer, seed)
+    apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
     shard_module(module, cfg, env)  # TRAIN.DATA_PARALLEL fsdp: the optimizer must hold the shards
     optimizer = build_optimizer(cfg, module, env.world_size)
-    logger = TrainLogger(log_dir or os.path.join(out_dir, "tensorboard_logs"), cfg.LOG_FREQUENT, env.is_main,
-                         total_batch_size(cfg, env.world_size), int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
+    # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw
+    logger = build_train_logger(cfg, env, out_dir, log_dir, cfg_name, module, total_batch_size(cfg, env.world_size),
+                                int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
     run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
               build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
               checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg),

@@ -138,7 +138,8 @@ def train_epoch(run: Run, epoch: int) -> None:
         metric.reset()
     micro: list[dict] = []
     last = len(run.train_loader) - 1
-    progress = tqdm(run.train_loader, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False)
+    batches = run.logger.timed(run.train_loader)  # observability: time spent waiting for data
+    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False)
     for batch_index, batch in enumerate(progress):
         micro.append(move_to_device(batch, run.env.device))
         if len(micro) < run.accumulate and batch_index != last:
@@ -147,7 +148,8 @@ def train_epoch(run: Run, epoch: int) -> None:
         micro = []
         if run.logger.due(batch_index // run.accumulate):
             log_train_step(run, epoch, batch_index, stats)
-    run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics})  # every rank: a collective
+    run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics},  # every rank: a collective
+                               step=run.state.global_step)
 
 
 def validate_epoch(run: Run, epoch: int) -> float | None:
@@ -156,7 +158,7 @@ def validate_epoch(run: Run, epoch: int) -> float | None:
         return None
     values = evaluate(run.model, run.val_loader, run.val_metrics, run.amp, run.env.device,
                       show_progress=run.env.is_main)
-    run.logger.log_val(epoch, values)
+    run.logger.log_val(epoch, values, step=run.state.global_step)
     return values[run.val_metrics[0].name] if run.val_metrics else None
 
 

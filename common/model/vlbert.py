@@ -61,16 +61,17 @@ def _source_index(slot: Tensor, valid: Tensor, length: int) -> Tensor:
     return out[:, :length]
 
 
-def pack_layout(text_mask: Tensor, object_mask: Tensor) -> PackedLayout:
+def pack_layout(text_mask: Tensor, object_mask: Tensor, multiple: int = 1) -> PackedLayout:
     """Index arithmetic of the packed layout (sheet §1.4), vectorised over the batch.
 
     text_mask [B, T], object_mask [B, O] -> slots [0, Lt) text, [Lt, Lt+No) objects, Lt+No [END], rest padding;
-    L = max(Lt + No) + 1. Text positions are 0..Lt-1, every object has position Lt, [END] has Lt+1.
+    L = max(Lt + No) + 1, rounded up to a multiple of `multiple` (TRAIN.PAD_TO_MULTIPLE_OF: masked padding slots,
+    so the outputs of the real slots do not change). Text positions are 0..Lt-1, every object Lt, [END] Lt+1.
     """
     text_mask, object_mask = text_mask.bool(), object_mask.bool()
     text_len = text_mask.sum(1, keepdim=True)  # [B, 1]
     end_slot = text_len + object_mask.sum(1, keepdim=True)
-    length = int(end_slot.max()) + 1
+    length = -(-(int(end_slot.max()) + 1) // multiple) * multiple
     grid = torch.arange(length, device=text_mask.device).unsqueeze(0)  # [1, L]
     text_slot = text_mask.long().cumsum(1) - 1
     object_slot = (text_len + object_mask.long().cumsum(1) - 1).clamp(min=0)
@@ -144,6 +145,7 @@ class VisualLinguisticBert(nn.Module):
             attention_dropout=cfg_value(config, "attention_probs_dropout_prob"),
         )
         self.pooler = BertPooler(hidden) if cfg_value(config, "with_pooler", True) else None
+        self.pad_to_multiple_of = 1  # set by the engine from TRAIN.PAD_TO_MULTIPLE_OF (common/engine/gpu_path.py)
         self.init_weights()
 
     @classmethod
@@ -205,7 +207,7 @@ class VisualLinguisticBert(nn.Module):
     def embedding(self, text_input_ids: Tensor, text_token_type_ids: Tensor, text_visual_embeddings: Tensor | None,
                   text_mask: Tensor, object_vl_embeddings: Tensor, object_mask: Tensor) -> tuple[Tensor, PackedLayout]:
         """Packed embeddings [B, L, h] after LayerNorm and dropout, and the layout that produced them."""
-        layout = pack_layout(text_mask, object_mask)
+        layout = pack_layout(text_mask, object_mask, self.pad_to_multiple_of)
         text = self._word_embed(text_input_ids)
         if text_visual_embeddings is not None:
             text = text + self._visual(text_visual_embeddings, "text")

@@ -34,7 +34,7 @@ class RandomDraws(Dataset):
 def make_cfg(workers=0, grouping=False, shuffle=True, persistent=False):
     return EasyDict(RNG_SEED=5, NUM_WORKERS_PER_GPU=workers,
                     TRAIN=dict(BATCH_IMAGES=2, SHUFFLE=shuffle, ASPECT_GROUPING=grouping, PIN_MEMORY=False,
-                               PERSISTENT_WORKERS=persistent),
+                               PERSISTENT_WORKERS=persistent, LENGTH_BUCKETING=False),
                     VAL=dict(BATCH_IMAGES=3, SHUFFLE=False))
 
 
