@@ -49,7 +49,7 @@ class MixedPrecision:
             return cls(device, torch.bfloat16)
         if fp16:
             scale = cfg.TRAIN.FP16_LOSS_SCALE
-            sharded = str(cfg.TRAIN.DATA_PARALLEL) == "fsdp" and torch.distributed.is_initialized()
+            sharded = str(cfg.TRAIN.get("DATA_PARALLEL", "ddp")) == "fsdp" and torch.distributed.is_initialized()
             return cls(device, torch.float16, None if isinstance(scale, str) else float(scale), sharded)
         return cls(device, None)
 

@@ -222,7 +222,7 @@ def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torc
         optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=(0.9, 0.999), eps=1e-6, **_fast_kwargs(params))
     else:
         raise ValueError(f"TRAIN.OPTIMIZER: expected one of SGD, Adam, AdamW, found {name!r}")
-    if str(cfg.TRAIN.DATA_PARALLEL) == "zero1" and world_size > 1:
+    if str(cfg.TRAIN.get("DATA_PARALLEL", "ddp")) == "zero1" and world_size > 1:  # hand-built configs: ddp
         optimizer = shard_optimizer_state(optimizer)
     log.info(
         "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d "
