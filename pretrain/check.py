@@ -1,16 +1,20 @@
 """Pretraining's pre-flight data check (`Task.check_data`): per DATASET section, the text corpus files, or the
 Conceptual Captions index with a spread sample (or all) of its box files (and images, end to end), or the COCO
 captions files with their images. Box files are read as the caption dataset reads them: every field finite, boxes
-within `image_w` x `image_h`, `classes` of the MVRC width, `features` in precomputed mode."""
+within `image_w` x `image_h`, `classes` of the MVRC width, `features` in precomputed mode. A DATASET.FORMAT wds
+section: each split's shard pattern given and every shard present."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from common.config import dataset_sections
 from common.config_node import ConfigNode
 from common.data.captions import ANNOTATION_FILES, folder_path
 from common.data.file_checks import text_file_problems
 from common.data.preflight import Problems, spread
+from common.data.shards import expand_shards, missing_shards
 
 
 def check_caption_section(ds: ConfigNode, where: str, out: Problems, samples: int | None, splits: tuple[str, ...],
@@ -61,12 +65,40 @@ def check_coco_captions_section(ds: ConfigNode, where: str, out: Problems, sampl
             out.image(os.path.join(root, image_set, name), key)
 
 
+def shard_problems(section, splits: tuple[str, ...], where: str = "DATASET") -> list[str]:
+    """Pre-flight problems of a FORMAT wds dataset section: each split's `{SPLIT}_SHARDS` given and every shard
+    present (the first few missing ones named)."""
+    problems = []
+    for split in splits:
+        key = f"{where}.{split}_SHARDS"
+        try:
+            shards = expand_shards(section.get(f"{split}_SHARDS", ""), section.get("DATASET_PATH", ""), key)
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        missing = missing_shards(shards)
+        problems += [f"shard not found: {path} (config {key})" for path in missing[:5]]
+        if len(missing) > 5:
+            problems.append(f"... and {len(missing) - 5} more of the {len(shards)} shards of {key}")
+    return problems
+
+
+def sections_reading_files(sections: list, splits: tuple[str, ...], problems: list) -> Iterator[tuple[int, Any]]:
+    """(index, section) of the dataset sections that read files; the pre-flight problems of the FORMAT wds ones
+    (`shard_problems`) are appended to `problems` instead."""
+    for i, section in enumerate(sections):
+        if section.get("FORMAT", "files") == "wds":
+            problems.extend(shard_problems(section, splits, f"DATASET[{i}]"))
+        else:
+            yield i, section
+
+
 def check_pretrain_data(cfg: ConfigNode, out: Problems, samples: int | None, splits: tuple[str, ...]) -> None:
     """Every DATASET section: general_corpus files, conceptual_captions or coco_captions files, or (others) the
-    dataset folder."""
+    dataset folder; a FORMAT wds section: its shard patterns and every shard present (`shard_problems`)."""
     net = cfg.NETWORK
     num_classes = int(net.VLBERT.visual_region_classes) if net.WITH_MVRC_LOSS else None
-    for i, ds in enumerate(dataset_sections(cfg)):
+    for i, ds in sections_reading_files(dataset_sections(cfg), splits, out):  # FORMAT wds sections checked there
         where = f"DATASET[{i}]"
         if ds.DATASET == "general_corpus":
             for split in splits:

@@ -9,6 +9,27 @@ def add_pretrain_defaults(cfg: ConfigNode) -> None:
     # Text corpus: append following lines until a sample has at least this many words.
     cfg.DATASET.MIN_SEQ_LEN = 0
 
+    # ---- streaming shards (PREPARE_DATA.md, "Conceptual Captions as shards") ----
+    # Where the samples come from: "files" (folders or zips + jsonl, the original layout) or "wds" (webdataset tar
+    # shards written by data/make_shards.py, streamed; conceptual_captions and general_corpus).
+    cfg.DATASET.FORMAT = "files"
+    # FORMAT wds: the shards of each split; brace patterns ('train-{000000..000331}.tar'), several joined by '::';
+    # relative to DATASET_PATH. Local files only.
+    cfg.DATASET.TRAIN_SHARDS = ""
+    cfg.DATASET.VAL_SHARDS = ""
+    cfg.DATASET.TEST_SHARDS = ""
+    # FORMAT wds: samples in one training epoch over all GPUs (defines len(loader) and so the LR schedule);
+    # 0 = the number of samples in TRAIN_SHARDS. Every rank yields ceil(this / (GPUs x BATCH_IMAGES)) batches.
+    cfg.DATASET.SAMPLES_PER_EPOCH = 0
+    # FORMAT wds: raw samples each loader worker holds to shuffle the training stream (<= 1 = no shuffle); about
+    # 0.4 MB each for end-to-end Conceptual Captions shards.
+    cfg.DATASET.SHUFFLE_BUFFER = 1000
+    # FORMAT wds: training draws shards with replacement (true) or reads them in a fresh permutation each epoch.
+    cfg.DATASET.RESAMPLE_SHARDS = True
+    # FORMAT wds: bad samples (undecodable, missing members, cut shards) are skipped with a warning; more than
+    # this share of the samples read stops the run with an error.
+    cfg.DATASET.MAX_BAD_SAMPLE_FRACTION = 0.01
+
     # Relationship (caption matches image) loss on the pooled output.
     cfg.NETWORK.WITH_REL_LOSS = True
     # Masked language modelling loss.

@@ -16,7 +16,7 @@ from common.engine.dist import DistEnv
 from common.engine.task import Task
 from pretrain.check import check_pretrain_data
 from pretrain.config import add_pretrain_defaults
-from pretrain.datasets import build_pretrain_datasets
+from pretrain.datasets import build_pretrain_datasets, loader_maker
 from pretrain.metrics import build_pretrain_metrics
 from pretrain.module import (
     ResNetVLBERTForAttentionVis,
@@ -56,12 +56,13 @@ def build_pretrain_loader(cfg: ConfigNode, split: str, env: DistEnv) -> MultiTas
     """`Task.build_loader`: one engine loader per DATASET section (its own batch size from the per-dataset
     `BATCH_IMAGES` list), zipped."""
     check_pretrain_config(cfg)
+    make = loader_maker(make_loader)  # shard datasets (DATASET.FORMAT wds) get the streaming loader
     loaders = []
     for k, dataset in enumerate(build_pretrain_datasets(cfg, split)):
         if len(dataset) == 0:
             raise ValueError(f"pretrain: the {split} dataset of DATASET[{k}] ({dataset_sections(cfg)[k].DATASET}) "
                              f"is empty")
-        loaders.append(make_loader(dataset, cfg, split, env, batch_size=split_batch_size(cfg, split, k),
+        loaders.append(make(dataset, cfg, split, env, batch_size=split_batch_size(cfg, split, k),
                                    seed_offset=k))
     return MultiTaskDataLoader(loaders)
 

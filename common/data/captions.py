@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from common.data.box_files import BoxFileError, read_box_file
 from common.data.image_io import open_image_or_blank
 from common.data.masking import IGNORE_LABEL, EpochSeeded
+from common.data.packed_strings import PackedStrings, PackedStringsBuilder
 
 # collate rules of every image-caption dataset (pad value per key, None = stack)
 CAPTION_PAD_RULES = {"image": 0.0, "boxes": -2.0, "box_features": 0.0, "im_info": None, "text": 0,
@@ -43,6 +44,42 @@ def sort_by_confidence(boxes: np.ndarray, classes: np.ndarray, features: np.ndar
     """Reorder by descending max class probability (background column included, as the original); stable."""
     order = np.argsort(-classes.max(axis=1), kind="stable") if len(classes) else np.arange(0)
     return boxes[order], classes[order], None if features is None else features[order]
+
+
+def detector_regions(record: dict, where: str, num_classes: int | None = None,
+                     precomputed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes [N, 4], classes [N, C], features [N, D] or None) of a box record (what `read_box_file` returns, or
+    the same fields read from a shard), checked and sorted by confidence; errors name `where` (file or shard key).
+
+    With `num_classes` (the MVRC head's width), `classes` must have that many columns; an image without detections
+    keeps targets of that width, so that it trains its caption (MLM, relationship) over the whole-image box alone
+    and a batch of such images has no MVRC target rather than a 0-column one.
+    """
+    if "classes" not in record:
+        raise BoxFileError(f"{where}: field 'classes' is missing (needed as the MVRC target)")
+    classes = record["classes"]
+    if record["num_boxes"] == 0 and num_classes is not None:
+        classes = np.zeros((0, num_classes), dtype=np.float32)
+    width = classes.shape[1]
+    if num_classes is not None and record["num_boxes"] > 0 and width != num_classes:
+        raise BoxFileError(f"{where}: 'classes' has {width} columns (detector classes, background included) "
+                           f"but NETWORK.VLBERT.visual_region_classes is {num_classes}; set the key to "
+                           f"{width} (data/extract_boxes.py prints it)")
+    if precomputed and "features" not in record:
+        raise BoxFileError(f"{where}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
+    return sort_by_confidence(record["boxes"], classes, record.get("features") if precomputed else None)
+
+
+def raw_caption_sample(regions: tuple, image: Image.Image | None, record: dict, words: list[str],
+                       where: str) -> RawCaptionSample:
+    """The raw sample of `detector_regions` output, the decoded image (None in precomputed mode, where the size
+    comes from the record's `image_w`/`image_h`) and the caption words; `where` becomes its `source`."""
+    size = image.size if image is not None else (record.get("image_w"), record.get("image_h"))
+    if size[0] is None or size[1] is None:
+        raise BoxFileError(f"{where}: fields 'image_w'/'image_h' are needed in precomputed mode")
+    boxes, classes, features = regions
+    return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features, [str(w) for w in words],
+                            source=where)
 
 
 def truncate_lengths(num_text: int, num_boxes: int, seq_len: int) -> tuple[int, int]:
@@ -82,11 +119,36 @@ def folder_path(zip_style: str) -> str:
     return f"{match['stem']}/{match['member']}"
 
 
-def read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
-    """One JSON object per line; every object must hold the `required` keys. Errors name file and line."""
+class CaptionIndex:
+    """The records of a `{split}_frcnn.json` file as three packed string columns (image path, caption words as a
+    JSON list, box-file path): no Python object per record, so loader workers do not copy it page by page.
+    `index[i]` gives the record as a dict {"image", "caption" (list of str), "frcnn"}."""
+
+    FIELDS = ("image", "caption", "frcnn")
+
+    def __init__(self, columns: dict[str, PackedStrings], path: str):
+        self.columns, self.path = columns, path
+
+    def __len__(self) -> int:
+        return len(self.columns["image"])
+
+    def __getitem__(self, index: int) -> dict:
+        return {"image": self.columns["image"][index], "caption": self.caption(index),
+                "frcnn": self.columns["frcnn"][index]}
+
+    def __iter__(self) -> Iterator[dict]:
+        return (self[i] for i in range(len(self)))
+
+    def caption(self, index: int) -> list[str]:
+        return json.loads(self.columns["caption"][index])
+
+
+def read_caption_index(path: str) -> CaptionIndex:
+    """Parse the JSON lines of `path` one at a time into a CaptionIndex; every object needs `image`, `caption` (a
+    list of words) and `frcnn`. Errors name file and line."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"annotation file not found: {path}")
-    records = []
+    builders = {field: PackedStringsBuilder() for field in CaptionIndex.FIELDS}
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -95,13 +157,17 @@ def read_jsonl(path: str, required: tuple[str, ...]) -> list[dict]:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{number}: not a JSON object ({err})") from err
-            missing = [k for k in required if k not in record]
+            missing = [k for k in CaptionIndex.FIELDS if k not in record]
             if missing:
                 raise ValueError(f"{path}:{number}: missing keys {missing}")
-            records.append(record)
-    if not records:
+            if not isinstance(record["caption"], list):
+                raise ValueError(f"{path}:{number}: 'caption' must be a list of words")
+            builders["image"].append(str(record["image"]))
+            builders["caption"].append(json.dumps([str(w) for w in record["caption"]], ensure_ascii=False))
+            builders["frcnn"].append(str(record["frcnn"]))
+    if not len(builders["image"]):
         raise ValueError(f"{path}: no samples")
-    return records
+    return CaptionIndex({field: builder.finish() for field, builder in builders.items()}, path)
 
 
 class ConceptualCaptionsDataset(EpochSeeded, Dataset):
@@ -124,10 +190,7 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         self.skip_unreadable_images, self.num_classes = skip_unreadable_images, num_classes
         self.init_epoch_seed(seed)
         self.ann_file = os.path.join(data_path, ANNOTATION_FILES[image_set])
-        self.records = read_jsonl(self.ann_file, ("image", "caption", "frcnn"))
-        for number, record in enumerate(self.records, 1):
-            if not isinstance(record["caption"], list):
-                raise ValueError(f"{self.ann_file}:{number}: 'caption' must be a list of words")
+        self.records = read_caption_index(self.ann_file)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -149,30 +212,12 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         box_path = self.resolve(record["frcnn"])
         fields = ("boxes", "classes", "features") if self.precomputed else ("boxes", "classes")
         boxes_file = read_box_file(box_path, fields=fields)
-        if "classes" not in boxes_file:
-            raise BoxFileError(f"{box_path}: field 'classes' is missing (needed as the MVRC target)")
-        if boxes_file["num_boxes"] == 0 and self.num_classes is not None:
-            # no detections: the caption still trains (MLM, relationship) over the whole-image box alone, and the
-            # MVRC targets keep the head's width so that a batch of such images has no target rather than a
-            # 0-column one
-            boxes_file["classes"] = np.zeros((0, self.num_classes), dtype=np.float32)
-        width = boxes_file["classes"].shape[1]
-        if self.num_classes is not None and boxes_file["num_boxes"] > 0 and width != self.num_classes:
-            raise BoxFileError(f"{box_path}: 'classes' has {width} columns (detector classes, background included) "
-                               f"but NETWORK.VLBERT.visual_region_classes is {self.num_classes}; set the key to "
-                               f"{width} (data/extract_boxes.py prints it)")
-        if self.precomputed and "features" not in boxes_file:
-            raise BoxFileError(f"{box_path}: field 'features' is missing (NETWORK.IMAGE_FEAT_PRECOMPUTED is true)")
-        boxes, classes, features = sort_by_confidence(boxes_file["boxes"], boxes_file["classes"],
-                                                      boxes_file.get("features"))
-        image, size = None, (boxes_file.get("image_w"), boxes_file.get("image_h"))
+        regions = detector_regions(boxes_file, box_path, self.num_classes, self.precomputed)
+        image = None
         if not self.precomputed:
-            image = self._open_image(self.resolve(record["image"]), size)
-            size = image.size
-        if size[0] is None or size[1] is None:
-            raise BoxFileError(f"{box_path}: fields 'image_w'/'image_h' are needed in precomputed mode")
-        return RawCaptionSample(image, (int(size[0]), int(size[1])), boxes, classes, features,
-                                [str(w) for w in record["caption"]], source=box_path)
+            image = self._open_image(self.resolve(record["image"]), (boxes_file.get("image_w"),
+                                                                      boxes_file.get("image_h")))
+        return raw_caption_sample(regions, image, boxes_file, record["caption"], box_path)
 
     def _open_image(self, path: str, size):
         known = None if size[0] is None or size[1] is None else size
@@ -182,7 +227,7 @@ class ConceptualCaptionsDataset(EpochSeeded, Dataset):
         """The caption of a uniformly drawn other sample (the relationship task's negative)."""
         other = int(rng.integers(max(len(self.records) - 1, 1)))
         other += int(other >= index and len(self.records) > 1)
-        return [str(w) for w in self.records[other]["caption"]]
+        return self.records.caption(other)
 
     def __getitem__(self, index: int) -> dict:
         rng = self.item_rng(index)

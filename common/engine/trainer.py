@@ -20,7 +20,7 @@ from common.engine import dist
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import unwrap
 from common.engine.dist import DistEnv
-from common.engine.nonfinite import nonfinite_inputs
+from common.engine.nonfinite import loader_datasets, nonfinite_inputs
 from common.engine.run import Run, build_run
 from common.engine.state import TrainState
 from common.engine.task import BatchLoader, Task
@@ -130,6 +130,21 @@ def optimizer_step(run: Run, micro: list[dict], epoch: int) -> dict[str, Tensor]
     return stats
 
 
+def log_bad_samples(run: Run, epoch: int) -> None:
+    """For each streaming dataset of the training loader (one with `bad_sample_counts()` -> (read, bad), e.g.
+    DATASET.FORMAT wds): the samples read and those skipped as bad since the loader was built, summed over ranks.
+    Every rank must call it (a collective per such dataset); rank 0 logs."""
+    for prefix, dataset in loader_datasets(run.train_loader):
+        counts = getattr(dataset, "bad_sample_counts", None)
+        if not callable(counts):
+            continue
+        local = torch.tensor([float(v) for v in counts()], dtype=torch.float64, device=run.env.device)
+        read, bad = (round(v) for v in (dist.all_reduce_mean(local) * dist.world_size()).tolist())
+        if run.env.is_main:
+            name = getattr(dataset, "name", None) or f"training data {prefix or '(main)'}"
+            log.info("Epoch[%d] %s: %d of %d samples read so far were bad and skipped", epoch, name, bad, read)
+
+
 def train_epoch(run: Run, epoch: int) -> None:
     """Every batch of the epoch, GRAD_ACCUMULATE_STEPS micro-batches per update (the last update may take fewer)."""
     set_epoch(run.train_loader, epoch)
@@ -150,6 +165,7 @@ def train_epoch(run: Run, epoch: int) -> None:
             log_train_step(run, epoch, batch_index, stats)
     run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics},  # every rank: a collective
                                step=run.state.global_step)
+    log_bad_samples(run, epoch)  # every rank: a collective
 
 
 def validate_epoch(run: Run, epoch: int) -> float | None:

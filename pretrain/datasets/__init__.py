@@ -1,15 +1,19 @@
 """Pretraining datasets by DATASET.DATASET name: `conceptual_captions`, `general_corpus`, `coco_captions`."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch.utils.data import Dataset
 
 from common.config import dataset_sections
 from common.data.captions import ConceptualCaptionsDataset
+from common.data.streaming import ShardSamples, make_shard_loader
 from common.data.tokenizer import BertTokenizer, check_seq_len
 from common.data.transforms import build_transform
 from pretrain.datasets.caption_sample import CaptionSampleBuilder
 from pretrain.datasets.coco_captions import COCOCaptionsDataset
 from pretrain.datasets.general_corpus import GeneralCorpusDataset
+from pretrain.datasets.streaming import FORMATS, build_shard_dataset
 
 DATASET_NAMES = ("conceptual_captions", "general_corpus", "coco_captions")
 _SPLIT_SECTION = {"train": "TRAIN", "val": "VAL", "test": "TEST"}
@@ -31,6 +35,11 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
     tokenizer = tokenizer or BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
     seed = max(int(cfg.RNG_SEED), 0)
     name, part = section.DATASET, _SPLIT_SECTION[split]
+    if section.FORMAT not in FORMATS:
+        raise ValueError(f"DATASET ({name}).FORMAT must be one of {list(FORMATS)}, found {section.FORMAT!r}")
+    if section.FORMAT == "wds":
+        builder = _caption_builder(cfg, section, split, tokenizer) if name == "conceptual_captions" else None
+        return build_shard_dataset(cfg, section, split, tokenizer, builder)
     if name == "general_corpus":
         ann_file = section[f"{part}_ANNOTATION_FILE"]
         if not ann_file:
@@ -55,6 +64,17 @@ def build_section_dataset(cfg, section, split: str, tokenizer: BertTokenizer | N
     raise ValueError(f"DATASET.DATASET {name!r} is not a pretraining dataset; choose one of {list(DATASET_NAMES)}")
 
 
+def loader_maker(make_loader: Callable) -> Callable:
+    """The engine's `make_loader` for file datasets, wrapped so that a shard dataset gets its streaming loader."""
+
+    def make(dataset, cfg, split: str, env, batch_size: int | None = None, seed_offset: int = 0):
+        if isinstance(dataset, ShardSamples):
+            return make_shard_loader(dataset, cfg, split, env, batch_size, seed_offset)
+        return make_loader(dataset, cfg, split, env, batch_size=batch_size, seed_offset=seed_offset)
+
+    return make
+
+
 def build_pretrain_datasets(cfg, split: str) -> list[Dataset]:
     """One dataset per DATASET section (a list DATASET gives image captions + text corpus), sharing a tokenizer."""
     tokenizer = BertTokenizer.from_pretrained_dir(cfg.NETWORK.BERT_MODEL_NAME)
@@ -62,4 +82,4 @@ def build_pretrain_datasets(cfg, split: str) -> list[Dataset]:
 
 
 __all__ = ["COCOCaptionsDataset", "ConceptualCaptionsDataset", "GeneralCorpusDataset", "build_pretrain_datasets",
-           "build_section_dataset"]
+           "build_section_dataset", "loader_maker"]

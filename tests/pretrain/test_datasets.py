@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from common.data.box_files import BoxFileError, encode_array, read_box_file
-from common.data.captions import ConceptualCaptionsDataset, folder_path
+from common.data.captions import ConceptualCaptionsDataset, folder_path, read_caption_index
 from common.data.collate import collate_dicts
 from common.data.masking import IGNORE_LABEL
 from common.data.transforms import VisualTransform
@@ -205,6 +205,22 @@ def test_coco_captions_boxes_and_one_hot_classes(toy_root, tokenizer):
     classes = data.read_raw(0).classes
     assert classes.shape == (len(anns), 81) and np.all(classes.sum(1) == 1)
     assert classes.argmax(1).tolist() == [category_ids.index(a["category_id"]) + 1 for a in anns]
+
+
+def test_caption_index_holds_the_json_lines(toy_root, tmp_path):
+    path = os.path.join(toy_root, "conceptual-captions", "train_frcnn.json")
+    with open(path, encoding="utf-8") as handle:
+        lines = [json.loads(line) for line in handle if line.strip()]
+    index = read_caption_index(path)
+    assert list(index) == [{k: line[k] for k in ("image", "caption", "frcnn")} for line in lines]
+    assert index.caption(3) == lines[3]["caption"]
+    broken = tmp_path / "train_frcnn.json"
+    broken.write_text(json.dumps(lines[0]) + "\n\n" + json.dumps({**lines[1], "caption": "a b"}) + "\n")
+    with pytest.raises(ValueError, match=r"train_frcnn\.json:3: 'caption' must be a list of words"):
+        read_caption_index(str(broken))
+    broken.write_text(json.dumps({"image": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"train_frcnn\.json:1: missing keys \['caption', 'frcnn'\]"):
+        read_caption_index(str(broken))
 
 
 def test_describe_names_caption_records_and_corpus_lines(toy_root, tokenizer, tmp_path):
