@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import IterableDataset
 
 from common.engine import dist
 from common.engine.checkpoint import rng_state, set_rng_state
@@ -41,7 +42,8 @@ def first_samples_batch(loader: Any) -> dict | None:
             merged.update({prefix + key: value for key, value in part.items()})
         return merged
     dataset, collate = getattr(loader, "dataset", None), getattr(loader, "collate_fn", None)
-    if dataset is None or collate is None or len(dataset) == 0:
+    # a streaming loader (common/data/streaming.py) has no samples to read by index: no dry step
+    if dataset is None or collate is None or isinstance(dataset, IterableDataset) or len(dataset) == 0:
         return None
     size = getattr(loader, "batch_size", None) or getattr(getattr(loader, "batch_sampler", None), "batch_size", 2)
     return collate([dataset[i] for i in range(min(int(size), len(dataset)))])

@@ -167,3 +167,15 @@ def test_sharded_clipping_and_fp16_scaler_equal_the_plain_ones(one_rank_group):
         if a.grad is not None:
             grad = b.grad.full_tensor() if isinstance(b.grad, DTensor) else b.grad
             torch.testing.assert_close(grad, a.grad, rtol=1e-6, atol=1e-9)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        yield {"x": torch.zeros(2, 6)}
+
+
+def test_streaming_loader_takes_no_dry_step():
+    """A streaming loader has no samples to read by index: "auto" falls back to find_unused_parameters=True."""
+    from common.engine.unused_params import first_samples_batch
+
+    assert first_samples_batch(torch.utils.data.DataLoader(_Stream(), batch_size=None)) is None
