@@ -30,8 +30,8 @@ class FsdpStandInModule(nn.Module):
         return self
 
     @classmethod
-    def from_config(cls, cfg) -> FsdpStandInModule:
-        return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
+    def from_config(cls, cfg, load_pretrained: bool = True) -> FsdpStandInModule:
+        return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)  # nothing pretrained to load
 
     def forward(self, batch: dict) -> dict:
         tokens = self.embed(batch["x"].view(-1, 3, 2))
