@@ -1,5 +1,5 @@
-"""Data check: `python data/check.py --cfg <yaml> [--task vqa|vcr|refcoco|pretrain|itm] [--all] [--workers N]
-[--samples N] [KEY VALUE ...]`.
+"""Data check: `python data/check.py --cfg <yaml> [--task <task folder>] [--all] [--workers N] [--samples N]
+[KEY VALUE ...]`.
 
 Prints one list of every missing or broken file the config would read (with the config key behind it); exit 1 if any.
 The network weights are checked here; the data files by the task's own check (`Task.check_data`, e.g. vqa/check.py).
@@ -18,7 +18,7 @@ from common.data.preflight import check_data
 from common.engine.task import Task
 
 log = logging.getLogger("data.check")
-TASKS = ("vqa", "vcr", "refcoco", "pretrain", "itm")  # folders whose task.py defines TASK
+TASKS = ("vqa", "vcr", "refcoco", "pretrain", "itm", "retrieval")  # folders whose task.py defines TASK
 
 
 def load_task(name: str) -> Task:

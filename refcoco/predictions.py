@@ -19,6 +19,7 @@ import torch
 from common.atomic_write import open_atomic
 from common.data.boxes import paired_iou_plus_one, xywh_to_xyxy
 from common.engine.task import Predictions
+from refcoco.details import write_refcoco_details
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,15 @@ def records_of(predictions: Predictions) -> list[dict]:
 
 
 def write_refcoco_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
-    """`Task.write_predictions`: the result JSON `<result_dir>/<result_name>_refcoco+_<image set>.json`."""
+    """`Task.write_predictions`: the result JSON `<result_dir>/<result_name>_refcoco+_<image set>.json`, and beside
+    it the per-expression details `..._details.jsonl` that `viz/browse.py` shows."""
     path = os.path.join(result_dir, result_file_name(result_name, predictions.image_set))
-    return write_predictions_json(records_of(predictions), path)
+    records = records_of(predictions)
+    write_predictions_json(records, path)
+    refer = predictions.dataset.refer
+    truth = torch.cat([xywh_to_xyxy(refer.get_ref_box(r["ref_id"])) for r in records])
+    write_refcoco_details(predictions, path, records, grounding_hits([r["box"] for r in records], truth).tolist())
+    return path
 
 
 def report_accuracy(predictions: Predictions, path: str) -> float:

@@ -1,5 +1,8 @@
-"""cfgs/README.md lists every original config with the batch and effective LR the config really gives."""
+"""cfgs/README.md lists every original config with the batch and effective LR the config really gives, and the
+paper's numbers as cfgs/paper_results.yaml holds them (the file scripts/eval_suite.py reads)."""
+import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +45,24 @@ def test_table_row_matches_config(path):
     assert row[1] == cfg.TRAIN.OPTIMIZER
     assert row[6] == str(cfg.TRAIN.END_EPOCH)
     assert row[7] == ("yes" if cfg.TRAIN.FP16 else "no")
+
+
+def eval_suite_module():
+    """scripts/eval_suite.py as a module (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("eval_suite", ROOT / "scripts" / "eval_suite.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["eval_suite"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paper_table_is_rendered_from_paper_results_yaml():
+    suite = eval_suite_module()
+    paper = suite.load_paper_results()
+    lines = (ROOT / "cfgs" / "README.md").read_text().splitlines()
+    start = lines.index("| task | configs | split | metric | base | large |")
+    table = lines[start:lines.index("", start)]
+    assert table == suite.render_paper_table(paper)
+    for row in paper["rows"]:  # every value has its (split, metric) cell
+        for size in ("base", "large"):
+            assert row[size] is None or len(row[size]) == len(row["cells"]), row["title"]

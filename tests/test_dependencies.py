@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TASKS = ("pretrain", "vcr", "vqa", "refcoco", "itm")
+TASKS = ("pretrain", "vcr", "vqa", "refcoco", "itm", "retrieval")
 
 
 def imported_packages(path: pathlib.Path) -> set[str]:

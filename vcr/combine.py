@@ -27,6 +27,7 @@ from common.engine.evaluate import (
     inference_device,
     predict_split,
 )
+from vcr.details import write_vcr_details
 from vcr.logit_cache import cache_source, read_cache, write_cache
 from vcr.predictions import (
     merge_result_csvs,
@@ -120,6 +121,9 @@ def val_main(argv: Sequence[str] | None = None) -> dict[str, float] | None:
         if list(ids) != label_ids:
             raise ValueError(f"{name} predictions cover annot_ids that differ from {annot} "
                              f"({len(ids)} vs {len(label_ids)} rows); rerun without --use-cache")
+    write_vcr_details(os.path.join(args.result_path, f"{args.result_name}_val_details.jsonl"), annot,
+                      os.path.join(cfg.DATASET.DATASET_PATH, cfg.DATASET.VAL_IMAGE_SET), "val", a_out[0], r_out[0],
+                      label_ids)
     return vcr_accuracies(a_out[0], r_out[0], answer_labels, rationale_labels)
 
 
@@ -141,4 +145,11 @@ def test_main(argv: Sequence[str] | None = None) -> str | None:
     stem = os.path.join(args.result_path, f"{args.result_name}_test_result")
     q2a = write_logits_csv(stem, "Q2A", a_ids, a_logits)
     qa2r = write_logits_csv(stem, "QA2R", r_ids, r_logits)
-    return merge_result_csvs(q2a, qa2r, f"{stem}_Q2AR.csv")
+    merged = merge_result_csvs(q2a, qa2r, f"{stem}_Q2AR.csv")
+    cfg = model_config(args, "a", "test", args.test_file)
+    rationale_by_id = dict(zip(r_ids[::4], np.asarray(r_logits).reshape(-1, 4, 4), strict=True))
+    write_vcr_details(f"{stem}_Q2AR_details.jsonl", os.path.join(cfg.DATASET.DATASET_PATH,
+                                                                 cfg.DATASET.TEST_ANNOTATION_FILE),
+                      os.path.join(cfg.DATASET.DATASET_PATH, cfg.DATASET.TEST_IMAGE_SET), "test", a_logits,
+                      np.stack([rationale_by_id[i] for i in a_ids]), list(a_ids))
+    return merged

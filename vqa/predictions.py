@@ -9,6 +9,7 @@ import torch
 
 from common.atomic_write import open_atomic
 from common.engine.task import Predictions
+from vqa.details import write_vqa_details
 
 
 def result_file_name(result_name: str, split: str) -> str:
@@ -46,9 +47,12 @@ def write_result_file(records: list[dict], path: str) -> str:
 
 
 def write_vqa_predictions(predictions: Predictions, result_dir: str, result_name: str) -> str:
-    """`Task.write_predictions`: the EvalAI file `<result_dir>/<result_name>_vqa2_<image set>.json`."""
+    """`Task.write_predictions`: the EvalAI file `<result_dir>/<result_name>_vqa2_<image set>.json`, and beside it
+    the per-question details `..._details.jsonl` that `viz/browse.py` shows."""
     dataset = predictions.dataset
     answers = predicted_answers(predictions.outputs, dataset.answer_vocab, len(dataset))
     question_ids = [dataset.question_id(i) for i in range(len(dataset))]
     path = os.path.join(result_dir, result_file_name(result_name, predictions.image_set))
-    return write_result_file(result_records(question_ids, answers), path)
+    write_result_file(result_records(question_ids, answers), path)
+    write_vqa_details(predictions, path)
+    return path

@@ -1,5 +1,6 @@
 """Build the whole toy world under one root: COCO + VQA v2 + RefCOCO+, VCR, Conceptual Captions, COCO
-captions 2017 and the text corpus, plus `baselines.json`. Same seed and size -> same bytes."""
+captions 2017, the text corpus and the Karpathy retrieval files (Flickr30K, COCO), plus `baselines.json`.
+Same seed and size -> same bytes."""
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ from data.shape_world.coco_vqa import (
 )
 from data.shape_world.files import write_json
 from data.shape_world.refcoco import REFCOCO_SPLITS, write_refcoco
+from data.shape_world.retrieval import write_coco_karpathy, write_flickr30k
 from data.shape_world.vcr import write_vcr
 from data.shape_world.world import Scene, sample_scene
 
@@ -40,6 +42,7 @@ class WorldSize:
     cc: dict[str, int]
     corpus_lines: int
     vqa_per_image: int = 5
+    flickr: tuple[tuple[str, int], ...] = (("train", 30), ("val", 8), ("test", 10))  # images per Karpathy split
 
 
 WORLD_SIZES = {
@@ -51,7 +54,7 @@ WORLD_SIZES = {
                       {"train2014": 900, "val2014": 300, "test2015": 100, "train2017": 40, "val2017": 40},
                       {"train": 200, "val": 40, "testA": 40, "testB": 40},
                       {"train": 600, "val": 150, "test": 100}, {"train": 600, "val": 100}, corpus_lines=4000,
-                      vqa_per_image=6),
+                      vqa_per_image=6, flickr=(("train", 400), ("val", 50), ("test", 100))),
 }
 
 
@@ -78,7 +81,7 @@ def coco_world(seed: int, size: WorldSize) -> dict[str, list[CocoImage]]:
     return by_set
 
 
-GENERATED = ("coco", "vcr", "conceptual-captions", "en_corpus", "baselines.json")
+GENERATED = ("coco", "vcr", "conceptual-captions", "en_corpus", "flickr30k", "baselines.json")
 
 
 def _prepare_root(root: str) -> None:
@@ -111,6 +114,7 @@ def generate(root: str, seed: int = 0, size: str = "small") -> dict:
     write_precomputed_boxes(coco_root, by_set, seed)
     expressions = write_refcoco(coco_root, by_set["train2014"], seed)
     write_coco_captions(coco_root, by_set, seed)
+    write_coco_karpathy(coco_root, by_set, seed)
     logger.info("COCO, VQA v2 and RefCOCO+ written in %.1f s", time.time() - start)
 
     vcr_rng = np.random.default_rng([seed, 2000])
@@ -120,6 +124,9 @@ def generate(root: str, seed: int = 0, size: str = "small") -> dict:
     cc_scenes = {s: _scenes(cc_rng, spec.image_sizes, n) for s, n in spec.cc.items()}
     write_conceptual_captions(os.path.join(root, "conceptual-captions"), cc_scenes, seed)
     write_corpus(os.path.join(root, "en_corpus"), spec.corpus_lines, seed)
+    flickr_rng = np.random.default_rng([seed, 2200])
+    write_flickr30k(os.path.join(root, "flickr30k"),
+                    {s: _scenes(flickr_rng, spec.image_sizes, n) for s, n in spec.flickr}, seed)
 
     baselines = {"seed": seed, "size": size, "vqa": vqa_baselines(vqa), "vcr": vcr_baselines(vcr_rows),
                  "refcoco+": refcoco_baselines(expressions)}

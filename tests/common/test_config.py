@@ -18,6 +18,7 @@ from common.config import (
 from itm.config import add_itm_defaults
 from pretrain.config import add_pretrain_defaults
 from refcoco.config import add_refcoco_defaults
+from retrieval.config import add_retrieval_defaults
 from vcr.config import add_vcr_defaults
 from vqa.config import add_vqa_defaults
 
@@ -29,6 +30,7 @@ TASK_DEFAULTS = {
     "vqa": add_vqa_defaults,
     "refcoco": add_refcoco_defaults,
     "itm": add_itm_defaults,  # the worked example of docs/NEW_TASK.md
+    "retrieval": add_retrieval_defaults,
 }
 ALL_YAMLS = sorted(CFGS.glob("*/*.yaml"))
 

@@ -10,7 +10,7 @@ from common.config import NO_EFFECT_KEYS, ConfigNode, get_default_config, no_eff
 from common.config_defaults import common_defaults
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = ("pretrain", "vcr", "vqa", "refcoco", "itm")
+TASKS = ("pretrain", "vcr", "vqa", "refcoco", "itm", "retrieval")
 DEFAULTS = {task: get_default_config(getattr(importlib.import_module(f"{task}.config"), f"add_{task}_defaults"))
             for task in TASKS}
 
@@ -33,6 +33,8 @@ OWN_KEYS = {
             "NETWORK.CLASSIFIER_PRETRAINED"},
     "refcoco": {"DATASET.TRAIN_BOXES", "DATASET.VAL_BOXES", "DATASET.TEST_BOXES", "DATASET.PROPOSAL_SOURCE"},
     "itm": {"DATASET.SEQ_LEN", "DATASET.NEGATIVE_PROB"},
+    "retrieval": {"DATASET.ANNOTATION_FILE", "DATASET.IMAGE_FOLDER", "DATASET.BOX_FOLDER", "DATASET.SEQ_LEN",
+                  "NETWORK.ITC_DIM", "NETWORK.ITC_TEMPERATURE"},
 }
 # The keys that were shared defaults before and only VCR reads.
 MOVED_TO_VCR = ("DATASET.TASK", "DATASET.ONLY_USE_RELEVANT_DETS", "DATASET.MASK_SIZE", "NETWORK.BLIND",

@@ -68,5 +68,5 @@ def test_two_processes_write_the_same_file_as_one(tiny_cfg, tiny_opts, tmp_path)
         tmp_path, "refcoco/test.py", TOY_CFG, ["--ckpt", ckpt, "--split", "test", "--bs", "4", "--result-name", "tiny"],
         [*tiny_opts, *FAST])
     assert "in 2 process(es)" in output and "RefCOCO+ test accuracy:" in output
-    assert list(one) == ["tiny_refcoco+_test.json"] and one == two
+    assert list(one) == ["tiny_refcoco+_test.json", "tiny_refcoco+_test_details.jsonl"] and one == two
     assert len(json.loads(one["tiny_refcoco+_test.json"])) > 8  # more than two batches: both ranks took a share

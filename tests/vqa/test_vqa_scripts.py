@@ -121,5 +121,5 @@ def test_two_processes_write_the_same_file_as_one(tiny_checkpoint, vqa_toy_root,
         tmp_path, "vqa/test.py", TOY_CFG, ["--ckpt", ckpt, "--result-name", "tiny", "--bs", "7"],
         tiny_overrides(vqa_vocab_only_dir, vqa_toy_root))
     assert "in 2 process(es)" in output
-    assert list(one) == ["tiny_vqa2_test2015.json"] and one == two
+    assert list(one) == ["tiny_vqa2_test2015.json", "tiny_vqa2_test2015_details.jsonl"] and one == two
     assert len(json.loads(one["tiny_vqa2_test2015.json"])) == 100  # the toy world's test questions

@@ -1,0 +1,90 @@
+"""The retrieval module's losses and modes, each against a computation written out independently: the contrastive
+loss against per-row log-softmax sums, the hard negatives against a loop over the similarity, the matching loss
+against BCE of the logits the pair mode gives for the same pairs."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from common.data.collate import collate_dicts
+from retrieval.module import contrastive_loss, hard_negatives
+from retrieval.task import RETRIEVAL
+
+
+def test_contrastive_loss_by_hand():
+    torch.manual_seed(0)
+    similarity = torch.randn(4, 4)
+    image_index = torch.tensor([0, 1, 0, 2])  # captions 0 and 2 describe one image
+    positive = image_index[:, None] == image_index[None, :]
+    expected = 0.0
+    for row in range(4):
+        mates = [c for c in range(4) if positive[row, c]]
+        t2i = -sum(similarity[row, c] - torch.logsumexp(similarity[row], 0) for c in mates) / len(mates)
+        i2t = -sum(similarity[c, row] - torch.logsumexp(similarity[:, row], 0) for c in mates) / len(mates)
+        expected += (t2i + i2t) / 2 / 4
+    assert float(contrastive_loss(similarity, positive)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_hard_negatives_by_loop():
+    torch.manual_seed(1)
+    similarity = torch.randn(5, 5).round(decimals=1)  # rounding makes ties: the lower row must win
+    excluded = torch.eye(5, dtype=torch.bool)
+    excluded[:, 3] = True  # column 3 has no candidate
+    excluded[1, 0] = True
+    columns, rows = hard_negatives(similarity, excluded)
+    expected = []
+    for c in range(5):
+        candidates = [r for r in range(5) if not excluded[r, c]]
+        if candidates:
+            best = max(similarity[r, c] for r in candidates)
+            expected.append((c, min(r for r in candidates if similarity[r, c] == best)))
+    assert list(zip(columns.tolist(), rows.tolist(), strict=True)) == expected
+
+
+def test_training_losses_score_the_pairs_the_pair_mode_scores(retrieval_tiny_cfg):
+    cfg = retrieval_tiny_cfg()
+    torch.manual_seed(0)
+    module = RETRIEVAL.build_module(cfg).eval()
+    dataset = RETRIEVAL.build_dataset(cfg, "val")
+    items = [dataset[i] for i in (0, 1, 5, 12, 20, 33)]  # captions 0 and 1 share an image
+    batch = collate_dicts(items, dataset.PAD_RULES)
+    with torch.no_grad():
+        out = module(batch)
+        texts = module({"text": batch["text"]})["text_embedding"]
+        images = module({k: batch[k] for k in ("boxes", "box_features", "im_info")})["image_embedding"]
+    similarity = texts @ images.T / cfg.NETWORK.ITC_TEMPERATURE
+    torch.testing.assert_close(out["similarity"], similarity)
+    # the pairs: positives, then per image its best other caption, then per caption its best other image
+    owner = batch["image_index"].tolist()
+    pairs = [(i, i) for i in range(6)]
+    pairs += [(max((t for t in range(6) if owner[t] != owner[i]), key=lambda t: similarity[t, i]), i)
+              for i in range(6)]
+    pairs += [(t, max((i for i in range(6) if owner[i] != owner[t]), key=lambda i: similarity[t, i]))
+              for t in range(6)]
+    captions, images_ = [p[0] for p in pairs], [p[1] for p in pairs]
+    pair_batch = {"text": batch["text"][captions], "boxes": batch["boxes"][images_],
+                  "box_features": batch["box_features"][images_], "im_info": batch["im_info"][images_]}
+    with torch.no_grad():
+        logits = module(pair_batch)["match_logits"]
+    torch.testing.assert_close(out["match_logits"], logits, rtol=1e-4, atol=1e-5)
+    labels = torch.tensor([1.0] * 6 + [0.0] * 12)
+    assert torch.equal(out["match_labels"], labels)
+    assert float(out["itm_loss"]) == pytest.approx(float(F.binary_cross_entropy_with_logits(logits, labels)), rel=1e-4)
+    assert float(out["loss"]) == pytest.approx(float(out["itc_loss"] + out["itm_loss"]), rel=1e-6)
+    assert math.isfinite(float(out["itc_loss"]))
+
+
+def test_embeddings_are_unit_vectors_and_do_not_depend_on_the_batch(retrieval_tiny_cfg):
+    cfg = retrieval_tiny_cfg()
+    module = RETRIEVAL.build_module(cfg).eval()
+    dataset = RETRIEVAL.build_dataset(cfg, "test")
+    batch = collate_dicts([dataset[i] for i in (0, 9, 17)], dataset.PAD_RULES)
+    alone = collate_dicts([dataset[9]], dataset.PAD_RULES)
+    with torch.no_grad():
+        texts = module({"text": batch["text"]})["text_embedding"]
+        text_alone = module({"text": alone["text"]})["text_embedding"]
+    torch.testing.assert_close(texts.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(texts[1], text_alone[0], rtol=1e-4, atol=1e-5)  # padding does not leak in
