@@ -231,6 +231,19 @@ _C.TRAIN.PIN_MEMORY = True
 _C.TRAIN.PERSISTENT_WORKERS = True
 # Module outputs logged as losses: "output_name,DisplayName" in YAML, (name, display) tuples in code.
 _C.TRAIN.LOSS_LOGGERS = []
+# --- resumable state (docs/GUARANTEES.md, "Resume" and "Interrupted writes") ---
+# Write a step checkpoint (steps/{MODEL_PREFIX}-e{epoch:04d}-s{step:08d}.model, with the data position) every this
+# many optimizer updates; 0 = off (epoch files only).
+_C.TRAIN.CHECKPOINT_EVERY_STEPS = 0
+# Number of newest step checkpoints to keep, older ones removed once a new one is on disk; 0 keeps all. Epoch files
+# follow CHECKPOINT_KEEP instead, and neither key removes the other kind.
+_C.TRAIN.KEEP_LAST = 2
+# Also validate every this many optimizer updates (logged by global step), besides every VAL_FREQUENT epochs; 0 = off.
+_C.TRAIN.VAL_EVERY_STEPS = 0
+# Seconds a collective may wait for another rank before the run fails (a dead or hung rank ends the job).
+_C.TRAIN.DIST_TIMEOUT_S = 300
+# Seconds the other ranks may wait while rank 0 writes or reads a checkpoint (not bounded by DIST_TIMEOUT_S).
+_C.TRAIN.CHECKPOINT_TIMEOUT_S = 3600
 # ... observability and the GPU path (docs/CONFIG.md, "Logs, MFU and reference runs") ...
 # Peak TFLOP/s of one device for the MFU of the speed line; 0 measures it at start with a short matmul probe.
 _C.TRAIN.PEAK_TFLOPS = 0.0

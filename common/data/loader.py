@@ -1,23 +1,27 @@
 """Build the DataLoader of one split for any task: dataset from the task, shard/grouped sampler, dict collate.
 
-Randomness: the order depends on (RNG_SEED, epoch) only; workers of rank r are seeded per epoch from a generator
-seeded with (RNG_SEED, r, epoch) (worker w gets that base + w). With TRAIN.PERSISTENT_WORKERS the workers are
-seeded once, at the first epoch the process runs, so a resumed run repeats the data order but not the random
-augmentation draws bit for bit; set PERSISTENT_WORKERS false (or NUM_WORKERS_PER_GPU 0) when that matters.
+Randomness: the order depends on (RNG_SEED, epoch) only, and every item's random draws on (RNG_SEED, epoch, index)
+only (`common/data/item_seeding.py`: the global generators are seeded per item), so neither depends on the worker
+that builds the item, on what that worker built before, on PERSISTENT_WORKERS or on NUM_WORKERS_PER_GPU. A loader
+can also start part-way into an epoch (`set_epoch(loader, epoch, start_batch)`): the batches it then yields are
+those the whole epoch yields from `start_batch` on, item for item and bit for bit (a mid-epoch resume).
 """
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import random
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from common.config_node import ConfigNode
 from common.data.collate import DictCollate
+from common.data.item_seeding import ItemSeededDataset
 from common.data.length_buckets import LengthBucketBatchSampler
 from common.data.samplers import GroupedBatchSampler, ShardSampler
 
@@ -65,16 +69,17 @@ def make_loader(dataset: Dataset, cfg: ConfigNode, split: str, env: DistEnv | No
     shuffle = bool(section.SHUFFLE) and is_train
     group_ids = dataset.aspect_groups() if hasattr(dataset, "aspect_groups") else None
     kwargs = _loader_kwargs(dataset, cfg, is_train, seed * 1000 + rank)
+    seeded = ItemSeededDataset(dataset, seed)
     if is_train and bool(cfg.TRAIN.LENGTH_BUCKETING):  # observability / GPU path: common/data/length_buckets.py
         batch_sampler = LengthBucketBatchSampler.for_dataset(dataset, batch_size, world, rank, shuffle, seed,
                                                              group_ids if bool(cfg.TRAIN.ASPECT_GROUPING) else None)
-        loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+        loader = DataLoader(seeded, batch_sampler=batch_sampler, **kwargs)
     elif is_train and bool(cfg.TRAIN.ASPECT_GROUPING) and group_ids is not None:
         batch_sampler = GroupedBatchSampler(group_ids, batch_size, world, rank, shuffle=shuffle, seed=seed)
-        loader = DataLoader(dataset, batch_sampler=batch_sampler, **kwargs)
+        loader = DataLoader(seeded, batch_sampler=batch_sampler, **kwargs)
     else:
         sampler = ShardSampler(len(dataset), world, rank, shuffle=shuffle, seed=seed, pad=is_train)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
+        loader = DataLoader(seeded, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
     loader.base_seed = seed * 1000 + rank
     return loader
 
@@ -120,14 +125,77 @@ def build_loader(task: Task, cfg: ConfigNode, split: str, env: DistEnv) -> Batch
     return make_loader(dataset, cfg, split, env)
 
 
-def set_epoch(loader: BatchLoader, epoch: int) -> None:
-    """New shuffle and new worker seeds for `epoch`, the same after a resume as in an uninterrupted run."""
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
+def set_epoch(loader: BatchLoader, epoch: int, start_batch: int = 0) -> None:
+    """Place `loader` at batch `start_batch` of `epoch` (0: the whole epoch): its sampler's order, its dataset's
+    epoch (item seeds, mask seeds) and its workers' seeds, the same after a resume as in an uninterrupted run.
+
+    A loader with its own `set_epoch` (the multi-task loader) gets `set_epoch(epoch, start_batch)`, and so does the
+    iterable dataset of a streaming DataLoader; a DataLoader whose sampler (or streaming dataset) cannot start
+    part-way into an epoch refuses `start_batch > 0`.
+    """
+    if callable(getattr(loader, "set_epoch", None)):
+        if start_batch:
+            loader.set_epoch(epoch, start_batch)
+        else:
+            loader.set_epoch(epoch)
         return
-    for owner in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-        if owner is not None and hasattr(owner, "set_epoch"):
-            owner.set_epoch(epoch)
+    if _place_stream(loader, epoch, int(start_batch)):
+        return
+    _place_sampler(loader, epoch, int(start_batch))
+    dataset = getattr(loader, "dataset", None)
+    if callable(getattr(dataset, "set_epoch", None)):
+        dataset.set_epoch(epoch)
     generator = getattr(loader, "generator", None)
     if generator is not None and hasattr(loader, "base_seed"):
         generator.manual_seed(loader.base_seed + 7919 * epoch)
+
+
+def _place_stream(loader: DataLoader, epoch: int, start_batch: int) -> bool:
+    """A DataLoader over an iterable dataset of batches (streaming shards) has no sampler to place: the dataset
+    places itself with `set_epoch(epoch, start_batch)`. False for any other loader."""
+    dataset = getattr(loader, "dataset", None)
+    place = getattr(dataset, "set_epoch", None)
+    if not isinstance(dataset, IterableDataset) or not callable(place):
+        return False
+    if not start_batch:
+        place(epoch)
+    elif "start_batch" in inspect.signature(place).parameters:
+        place(epoch, start_batch=start_batch)
+    else:
+        raise ValueError(f"cannot start part-way into an epoch: the streaming dataset ({type(dataset).__name__}) has "
+                         f"no start position (resume from an epoch checkpoint instead)")
+    return True
+
+
+def _place_sampler(loader: DataLoader, epoch: int, start_batch: int) -> None:
+    """Sampler positions are in what they yield: batches for a batch sampler, indices for a sampler."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    if isinstance(batch_sampler, GroupedBatchSampler):
+        batch_sampler.set_epoch(epoch, start_batch)
+        return
+    if isinstance(batch_sampler, LengthBucketBatchSampler):  # its next pass starts at `start_batch`
+        batch_sampler.set_epoch(epoch)
+        batch_sampler.skip(start_batch)
+        return
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, ShardSampler):
+        sampler.set_epoch(epoch, min(start_batch * int(loader.batch_size), sampler.epoch_length()))
+        return
+    if start_batch:
+        raise ValueError(f"cannot start part-way into an epoch: the loader's sampler ({type(sampler).__name__}) has "
+                         f"no start position (resume from an epoch checkpoint instead)")
+    for owner in (sampler, batch_sampler):
+        if owner is not None and callable(getattr(owner, "set_epoch", None)):
+            owner.set_epoch(epoch)
+
+
+def epoch_batches(loader: BatchLoader) -> int:
+    """Batches of a whole epoch of `loader`, wherever it was placed in one."""
+    if callable(getattr(loader, "epoch_length", None)):
+        return int(loader.epoch_length())
+    if isinstance(getattr(loader, "batch_sampler", None), GroupedBatchSampler):
+        return loader.batch_sampler.epoch_length()
+    sampler = getattr(loader, "sampler", None)
+    if isinstance(sampler, ShardSampler):
+        return math.ceil(sampler.epoch_length() / int(loader.batch_size))
+    return len(loader)

@@ -4,6 +4,9 @@ auxiliary loader merged in under a key prefix (`aux_text`, `aux_mlm_labels`, ...
 The master loader defines the epoch and its length; an auxiliary loader that runs out restarts with a fresh
 shuffle. Every loader's sampler gets `set_epoch` each epoch (and each auxiliary restart gets its own derived
 epoch), and the iterators are created only when an epoch starts, so distributed shards and shuffles are right.
+`set_epoch(epoch, start_batch)` starts part-way into an epoch (a mid-epoch resume): the master skips its first
+`start_batch` batches and each auxiliary loader is placed where `start_batch` master batches left it (the same
+restart, the same batch in it), so the rest of the epoch is the uninterrupted epoch's, batch for batch.
 """
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+from common.data.loader import epoch_batches
+from common.data.loader import set_epoch as set_loader_epoch
 
 log = logging.getLogger(__name__)
 
@@ -20,29 +26,20 @@ def aux_prefixes(count: int) -> list[str]:
     return ["aux_" if k == 0 else f"aux{k + 1}_" for k in range(count)]
 
 
-def set_loader_epoch(loader: Any, epoch: int) -> None:
-    """The loader's own per-epoch reset (the engine's loaders reshuffle and reseed their workers), else `set_epoch`
-    on its sampler / batch sampler; then `set_epoch` on its dataset (the mask seeds of the pretraining datasets)."""
-    batch_sampler = getattr(loader, "batch_sampler", None)
-    owners = [loader] if callable(getattr(loader, "set_epoch", None)) else [
-        getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)]
-    owners.append(getattr(loader, "dataset", None))
-    done: set[int] = set()
-    for owner in owners:
-        if owner is not None and id(owner) not in done and callable(getattr(owner, "set_epoch", None)):
-            done.add(id(owner))
-            owner.set_epoch(epoch)
-
-
 class _AuxStream:
-    """Endless batches of one auxiliary loader; restart k of epoch e uses the sampler epoch e * stride + k."""
+    """Endless batches of one auxiliary loader; restart k of epoch e uses the sampler epoch e * stride + k.
 
-    def __init__(self, loader, epoch: int, stride: int):
-        self.loader, self.epoch, self.stride, self.restarts = loader, epoch, stride, 0
+    `consumed` batches of the epoch already done place the stream at restart consumed // length, batch
+    consumed % length of it."""
+
+    def __init__(self, loader, epoch: int, stride: int, length: int, consumed: int = 0):
+        self.loader, self.epoch, self.stride = loader, epoch, stride
+        self.restarts, self.skip = divmod(consumed, max(length, 1))
         self.iterator: Iterator | None = None
 
     def _start(self) -> None:
-        set_loader_epoch(self.loader, self.epoch * self.stride + self.restarts)
+        set_loader_epoch(self.loader, self.epoch * self.stride + self.restarts, self.skip)
+        self.skip = 0
         self.iterator = iter(self.loader)
 
     def next(self) -> dict:
@@ -73,7 +70,8 @@ class MultiTaskDataLoader:
         if len(self.prefixes) != len(self.loaders) - 1:
             raise ValueError(f"MultiTaskDataLoader: {len(self.prefixes)} prefixes for {len(self.loaders) - 1} "
                              f"auxiliary loaders")
-        self.epoch = 0
+        self.lengths = [epoch_batches(loader) for loader in self.loaders]  # whole epochs, before any placing
+        self.epoch, self.start = 0, 0
 
     # the engine treats this object like a DataLoader: len(), iteration, set_epoch(), dataset
     @property
@@ -85,18 +83,26 @@ class MultiTaskDataLoader:
         return [loader.dataset for loader in self.loaders]
 
     def __len__(self) -> int:
-        return len(self.loaders[0])
+        """Batches left in the epoch (all of them unless placed part-way into it)."""
+        return self.lengths[0] - self.start
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def epoch_length(self) -> int:
+        return self.lengths[0]
 
-    def _stride(self, aux_loader) -> int:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= int(start_batch) <= self.lengths[0]:
+            raise ValueError(f"MultiTaskDataLoader: start batch {start_batch} is outside the epoch of "
+                             f"{self.lengths[0]} batches")
+        self.epoch, self.start = int(epoch), int(start_batch)
+
+    def _stride(self, aux_length: int) -> int:
         """Upper bound on the restarts one epoch can need (+1), so derived sampler epochs never collide."""
-        return math.ceil(len(self.loaders[0]) / max(len(aux_loader), 1)) + 1
+        return math.ceil(self.lengths[0] / max(aux_length, 1)) + 1
 
     def __iter__(self) -> Iterator[dict]:
-        set_loader_epoch(self.loaders[0], self.epoch)
-        streams = [_AuxStream(loader, self.epoch, self._stride(loader)) for loader in self.loaders[1:]]
+        set_loader_epoch(self.loaders[0], self.epoch, self.start)
+        streams = [_AuxStream(loader, self.epoch, self._stride(length), length, self.start)
+                   for loader, length in zip(self.loaders[1:], self.lengths[1:], strict=True)]
         for batch in self.loaders[0]:
             merged = dict(batch)
             for prefix, stream in zip(self.prefixes, streams, strict=True):

@@ -1,7 +1,9 @@
 """Samplers shared by all tasks: a distributed shard sampler and an aspect-ratio grouped batch sampler.
 
 Both give every rank the same number of batches (so DDP never waits on a rank that ran out) and a new order each
-epoch from a permutation that all ranks compute alike from (seed, epoch).
+epoch from a permutation that all ranks compute alike from (seed, epoch). `set_epoch(epoch, start)` also places
+them `start` items into that epoch's order (a mid-epoch resume): they then yield the rest of the same order, having
+drawn nothing else.
 """
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ def epoch_permutation(length: int, seed: int, epoch: int, shuffle: bool) -> list
     return torch.randperm(length, generator=generator).tolist()
 
 
+def check_start(start: int, length: int, owner: str) -> int:
+    """A start position within an epoch of `length` items (the end included: an epoch finished but not closed)."""
+    if not 0 <= int(start) <= length:
+        raise ValueError(f"{owner}: start position {start} is outside the epoch of {length}")
+    return int(start)
+
+
 class ShardSampler(Sampler[int]):
     """Indices of this rank: rank r takes positions r, r + world, ... of the epoch's order.
 
@@ -32,10 +41,11 @@ class ShardSampler(Sampler[int]):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.length, self.world_size, self.rank = length, world_size, rank
-        self.shuffle, self.seed, self.pad, self.epoch = shuffle, seed, pad, 0
+        self.shuffle, self.seed, self.pad, self.epoch, self.start = shuffle, seed, pad, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The order of `epoch`, without its first `start` indices of this rank (those already trained on)."""
+        self.epoch, self.start = int(epoch), check_start(start, self.epoch_length(), "ShardSampler")
 
     def _order(self) -> list[int]:
         order = epoch_permutation(self.length, self.seed, self.epoch, self.shuffle)
@@ -45,12 +55,16 @@ class ShardSampler(Sampler[int]):
         return order
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._order()[self.rank::self.world_size])
+        return iter(self._order()[self.rank::self.world_size][self.start:])
 
-    def __len__(self) -> int:
+    def epoch_length(self) -> int:
+        """Indices of this rank in a whole epoch."""
         if self.pad:
             return math.ceil(self.length / self.world_size)
         return len(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return self.epoch_length() - self.start
 
 
 class GroupedBatchSampler(Sampler[list[int]]):
@@ -65,10 +79,11 @@ class GroupedBatchSampler(Sampler[list[int]]):
                  shuffle: bool = True, seed: int = 0):
         self.group_ids = [int(g) for g in group_ids]
         self.batch_size, self.world_size, self.rank = batch_size, world_size, rank
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.shuffle, self.seed, self.epoch, self.start = shuffle, seed, 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The batches of `epoch`, without the first `start` of them (those already trained on)."""
+        self.epoch, self.start = int(epoch), check_start(start, self.epoch_length(), "GroupedBatchSampler")
 
     def _chunks(self) -> list[list[int]]:
         order = epoch_permutation(len(self.group_ids), self.seed, self.epoch, self.shuffle)
@@ -83,13 +98,17 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return [chunks[k] for k in chunk_order]
 
     def __iter__(self) -> Iterator[list[int]]:
-        start = self.rank * self.batch_size
-        for chunk in self._chunks():
-            yield chunk[start:start + self.batch_size]
+        first = self.rank * self.batch_size
+        for chunk in self._chunks()[self.start:]:
+            yield chunk[first:first + self.batch_size]
 
-    def __len__(self) -> int:
+    def epoch_length(self) -> int:
+        """Batches of this rank in a whole epoch."""
         chunk = self.batch_size * self.world_size
         counts = {}
         for g in self.group_ids:
             counts[g] = counts.get(g, 0) + 1
         return sum(math.ceil(c / chunk) for c in counts.values())
+
+    def __len__(self) -> int:
+        return self.epoch_length() - self.start

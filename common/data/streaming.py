@@ -10,6 +10,7 @@ once and gives rank r the samples at positions p with p % world == r.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.filters import shuffle as wds_shuffle
 
 from common.data.collate import collate_dicts
+from common.data.item_seeding import build_seeded
 from common.data.masking import SharedEpoch
 from common.data.shards import ShardError, iter_shard, missing_shards, sample_counts, shard_holding
 
@@ -123,6 +125,7 @@ class ShardBatches(IterableDataset):
         self.world_size, self.rank, self.num_workers = int(world_size), int(rank), int(num_workers)
         self.seed = samples.seed + int(seed_offset)
         self.counter = SampleCounter(self.num_workers)
+        self._start = SharedEpoch()  # the batch this rank's next training pass starts at (a mid-epoch resume)
         if samples.train and len(self) < 1:
             raise ValueError(f"{samples.name}: no training batch ({samples.samples_per_epoch} samples per epoch for "
                              f"{world_size} ranks x batch {batch_size})")
@@ -131,8 +134,14 @@ class ShardBatches(IterableDataset):
     def PAD_RULES(self) -> dict:  # noqa: N802
         return self.samples.PAD_RULES
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """The epoch, and the batch of it the next training pass starts at (0: the whole epoch; a resumed run
+        passes the batches it already trained). The batches then yielded are the whole epoch's from there on."""
+        if start_batch and (not self.samples.train or not 0 <= start_batch <= len(self)):
+            raise ValueError(f"{self.samples.name}: cannot start at batch {start_batch} of a "
+                             f"{'training' if self.samples.train else 'evaluation'} epoch of {len(self)} batches")
         self.samples.set_epoch(epoch)
+        self._start.set(int(start_batch))
 
     def describe(self, index: int) -> str:
         return self.samples.describe(index)
@@ -223,7 +232,8 @@ class ShardBatches(IterableDataset):
             stream = wds_shuffle(buffer, min(100, buffer), rng=random.Random(shuffle_seed))(stream)
         for sample in stream:
             try:
-                item = source.build(sample, epoch)
+                # the global generators seeded per sample (random flips), as the map-style datasets' items
+                item = build_seeded(self.seed, epoch, sample["__position__"], lambda s=sample: source.build(s, epoch))
             except Exception as err:  # noqa: BLE001 - a bad sample must not stop a long run; counted and judged
                 where = f"shard {sample.get('__shard__')} key {sample.get('__key__')!r}"
                 error = f"{type(err).__name__}: {err}" if where in str(err) else f"{where}: {type(err).__name__}: {err}"
@@ -244,11 +254,22 @@ class ShardBatches(IterableDataset):
             raise RuntimeError(f"ShardBatches was set up for {self.num_workers} workers, runs in {info.num_workers}")
         epoch = self.samples.epoch
         if self.samples.train:
-            shuffle_seed = int(np.random.default_rng([self.seed, epoch, self.rank, worker, 3]).integers(2**63))
-            items = self.items(self._train_shards(epoch, worker), self.counter, worker, shuffle_seed)
-            yield from self._batches(items, self._train_batches(worker))
+            yield from self._train_pass(epoch, worker)
         else:
             yield from self._batches(self.items(self._eval_shards(worker), self.counter, worker, None, True), None)
+
+    def _train_pass(self, epoch: int, worker: int) -> Iterator[dict]:
+        """The training batches of one DataLoader worker. Slot s of the epoch gives batches s, s + W, s + 2W, ...
+        (the DataLoader takes its workers in turn, from worker 0). Started at batch k (a resume), worker w plays slot
+        (w + k) % W, whose batch comes next, and drops the batches its slot gave before k: they are built again, not
+        yielded (the shuffle buffer's state is made of the samples that went through it)."""
+        workers, start = self._workers(), self._start.get()
+        slot = (worker + start) % workers
+        done = start // workers + int(slot < start % workers)
+        shuffle_seed = int(np.random.default_rng([self.seed, epoch, self.rank, slot, 3]).integers(2**63))
+        items = self.items(self._train_shards(epoch, slot), self.counter, worker, shuffle_seed)
+        next(itertools.islice(items, done * self.batch_size, done * self.batch_size), None)  # consumes them
+        yield from self._batches(items, self._train_batches(slot) - done)
 
     def _batches(self, items: Iterator[dict], quota: int | None) -> Iterator[dict]:
         done, batch = 0, []
@@ -270,7 +291,10 @@ def make_shard_loader(samples: ShardSamples, cfg: Any, split: str, env: Any, bat
     workers = int(cfg.NUM_WORKERS_PER_GPU)
     batches = ShardBatches(samples, batch_size, getattr(env, "world_size", 1), getattr(env, "rank", 0), workers,
                            seed_offset)
+    # its own generator: starting an iterator then draws no number from the global one (which a resumed run restores
+    # part-way into an epoch, where the uninterrupted run created no iterator); its draws do not reach the items
     return DataLoader(batches, batch_size=None, num_workers=workers,
+                      generator=torch.Generator().manual_seed(batches.seed),
                       pin_memory=bool(cfg.TRAIN.get("PIN_MEMORY", True)) and torch.cuda.is_available(),
                       persistent_workers=bool(cfg.TRAIN.get("PERSISTENT_WORKERS", True)) and workers > 0
                       and split == "train")

@@ -2,6 +2,8 @@
 behalf of `common/engine/checkpoint.py::Checkpointer`, which hands over save / find_resume / restore to this class.
 
 - `file`: the state is gathered to rank 0, which writes the usual `{prefix}-{epoch:04d}.model` (keys as a ddp run's).
+- Step checkpoints (TRAIN.CHECKPOINT_EVERY_STEPS) are refused here by name: epoch and best checkpoints only; the
+  data position (train_state) is saved and restored with them as in a `.model` file.
 - `dcp`: every rank writes its shard into `{prefix}-{epoch:04d}.dcp.tmp`, rank 0 adds `trainer.pt`, and the folder is
   renamed to `{prefix}-{epoch:04d}.dcp` only once complete (AUTO_RESUME never picks a half-written checkpoint). With
   TRAIN.CHECKPOINT_ASYNC the write runs in the background (`dcp.async_save`, after a copy of the state) until the next
@@ -27,6 +29,7 @@ from common.engine.checkpoint import (
     strip_module_prefix,
     unwrap,
 )
+from common.engine.resume_check import check_same_experiment
 from common.engine.sharded_state import (
     gather_model_state,
     gather_optimizer_state,
@@ -37,7 +40,7 @@ from common.engine.sharded_state import (
     named_param_groups,
     parameter_names,
 )
-from common.engine.state import TrainState
+from common.engine.state import TrainingParts, checkpoint_state
 from common.model.dcp_files import (
     DCP_SUFFIX,
     FORMAT_VERSION,
@@ -56,7 +59,7 @@ EPOCH_ENTRY = re.compile(r"-(\d{4})(\.model|\.dcp)$")
 
 
 class _Given:
-    """Stands in for a module or optimizer whose state dict was gathered already (for `Checkpointer.payload`)."""
+    """Stands in for a module or optimizer whose state dict was gathered already (for `checkpoint_state`)."""
 
     def __init__(self, state_dict: dict):
         self._state_dict = state_dict
@@ -71,6 +74,11 @@ def sharded_checkpointing(owner: Checkpointer) -> ShardedCheckpointing | None:
     mode, fmt = train.get("DATA_PARALLEL", "ddp"), train.get("CHECKPOINT_FORMAT", "file")
     if mode == "ddp" and fmt == "file":
         return None
+    if owner.every_steps > 0:
+        raise ValueError(f"TRAIN.CHECKPOINT_EVERY_STEPS {owner.every_steps} cannot be used with "
+                         f"TRAIN.CHECKPOINT_FORMAT {fmt} and TRAIN.DATA_PARALLEL {mode}: step checkpoints are written "
+                         "as .model files of a ddp run only; set TRAIN.CHECKPOINT_EVERY_STEPS 0 (epoch checkpoints, "
+                         "CHECKPOINT_FREQUENT) or TRAIN.DATA_PARALLEL ddp with TRAIN.CHECKPOINT_FORMAT file")
     return ShardedCheckpointing(owner, fmt, bool(train.get("CHECKPOINT_ASYNC", False)), int(train.get("END_EPOCH", 0)))
 
 
@@ -98,40 +106,48 @@ class ShardedCheckpointing:
         return [(epoch, path) for epoch, _, path in sorted(found)]
 
     # ---- save -----------------------------------------------------------------------------------------------
-    def save(self, epoch: int, is_best: bool, state: TrainState, module: nn.Module, optimizer, schedule, amp) -> None:
-        due = (epoch + 1) % self.owner.frequency == 0
+    def save(self, epoch: int, is_best: bool, parts: TrainingParts, due: bool) -> None:
+        """The epoch checkpoint of `epoch` when `due`, the best one when `is_best` (a collective)."""
         targets = [self.path(epoch)] * due + [self.path("best")] * is_best
         if targets:
             rng_per_rank = dist.all_gather_object(rng_state())
-            (self._save_dcp if self.fmt == "dcp" else self._save_file)(targets, state, module, optimizer, schedule,
-                                                                       amp, rng_per_rank)
+            (self._save_dcp if self.fmt == "dcp" else self._save_file)(targets, parts, rng_per_rank)
             if is_best:
-                log.info("best host metric so far: %.4f (epoch %d)", state.best_val, epoch)
+                log.info("best host metric so far: %.4f (epoch %d)", parts.state.best_val, epoch)
         if self.pending is not None and epoch + 1 >= self.end_epoch:
             self.wait()  # the last checkpoint of the run is complete before the run ends
         dist.barrier()
 
-    def _save_file(self, targets: list[str], state, module, optimizer, schedule, amp, rng_per_rank) -> None:
-        model_state, optimizer_state = gather_model_state(module), gather_optimizer_state(optimizer)
-        if dist.rank() != 0:
-            return
-        payload = self.owner.payload(state, _Given(model_state), _Given(optimizer_state), schedule, amp, rng_per_rank)
-        for target in targets:
-            save_atomic(payload, target)
-            log.info("saved %s", target)
-        self._prune()
+    def payload(self, parts: TrainingParts, model_state: dict, optimizer_state: dict, rng_per_rank: list) -> dict:
+        """`checkpoint_state` (train_state with the data position included) with the given gathered states."""
+        given = TrainingParts(parts.state, _Given(model_state), _Given(optimizer_state), parts.schedule, parts.amp)
+        return checkpoint_state(given, rng_per_rank, self.owner.config)
 
-    def _save_dcp(self, targets: list[str], state, module, optimizer, schedule, amp, rng_per_rank) -> None:
+    def _save_file(self, targets: list[str], parts: TrainingParts, rng_per_rank: list) -> None:
+        model_state, optimizer_state = gather_model_state(parts.module), gather_optimizer_state(parts.optimizer)
+
+        def write() -> None:  # rank 0, while the others wait under the checkpoint I/O timeout
+            self.owner.remove_stale_temp_files()
+            payload = self.payload(parts, model_state, optimizer_state, rng_per_rank)
+            for target in targets:
+                save_atomic(payload, target)
+                log.info("saved %s", target)
+            self._prune()
+
+        dist.io_on_rank0(write)
+
+    def _save_dcp(self, targets: list[str], parts: TrainingParts, rng_per_rank: list) -> None:
         import torch.distributed.checkpoint as dcp
 
         self.wait()
+        module, optimizer = parts.module, parts.optimizer
         names = parameter_names(module)
         tensors, others = named_optimizer_state(optimizer, names)
         others = {k: v for rank_others in dist.all_gather_object(others) for k, v in rank_others.items()}
         temporary = targets[0] + ".tmp"
         if dist.rank() == 0:
             shutil.rmtree(temporary, ignore_errors=True)  # left by a run that stopped while writing
-            trainer = self.owner.payload(state, _Given({}), _Given({}), schedule, amp, rng_per_rank)
+            trainer = self.payload(parts, {}, {}, rng_per_rank)
             del trainer["state_dict"], trainer["optimizer"]
             trainer.update(format={"version": FORMAT_VERSION, "world_size": dist.world_size()},
                            optimizer_param_groups=named_param_groups(optimizer, names), optimizer_other_state=others)
@@ -191,41 +207,45 @@ class ShardedCheckpointing:
 
     # ---- resume ---------------------------------------------------------------------------------------------
     def find_resume(self, resume: bool, auto_resume: bool, begin_epoch: int, end_epoch: int) -> str | None:
-        """As `Checkpointer.find_resume`, over `.model` files and complete `.dcp` folders (decided on rank 0)."""
-        choice = None
-        if dist.rank() == 0:
-            if resume:
-                wanted = [path for epoch, path in self.epoch_entries() if epoch == begin_epoch - 1]
-                if not wanted:
-                    raise FileNotFoundError(f"TRAIN.RESUME: {self.path(begin_epoch - 1)} does not exist "
-                                            f"(BEGIN_EPOCH={begin_epoch})")
-                choice = wanted[-1]
-            elif auto_resume:
-                choice = self._newest_readable(end_epoch)
-        return dist.broadcast_object(choice)
+        """As `Checkpointer.find_resume`, over `.model` files and complete `.dcp` folders: decided on rank 0 before
+        anything is written, and the chosen checkpoint must be this experiment's (`check_same_experiment`)."""
+        return dist.io_on_rank0(lambda: self._choose(resume, auto_resume, begin_epoch, end_epoch))
 
-    def _newest_readable(self, end_epoch: int) -> str | None:
-        for epoch, path in reversed(self.epoch_entries()):
-            if epoch >= end_epoch:
-                continue
+    def _choose(self, resume: bool, auto_resume: bool, begin_epoch: int, end_epoch: int) -> str | None:
+        self.owner.remove_stale_temp_files()
+        if resume:
+            wanted = [path for epoch, path in self.epoch_entries() if epoch == begin_epoch - 1]
+            if not wanted:
+                raise FileNotFoundError(f"TRAIN.RESUME: {self.path(begin_epoch - 1)} does not exist "
+                                        f"(BEGIN_EPOCH={begin_epoch})")
+            candidates = wanted[-1:]
+        elif auto_resume:
+            candidates = [path for epoch, path in reversed(self.epoch_entries()) if epoch < end_epoch]
+        else:
+            return None
+        for path in candidates:
             try:
-                read_trainer_file(path) if os.path.isdir(path) else load_checkpoint(path)
+                saved = read_trainer_file(path) if os.path.isdir(path) else load_checkpoint(path)
             except ValueError as err:
+                if resume:
+                    raise
                 log.error("AUTO_RESUME: skipping unreadable checkpoint %s (%s)", path, err)
                 continue
+            check_same_experiment(saved.get("config"), self.owner.config, path)
             return path
         return None
 
-    def restore(self, path: str, state: TrainState, module: nn.Module, optimizer, schedule, amp) -> None:
+    def restore(self, path: str, parts: TrainingParts) -> None:
         """Load a `.model` file or a `.dcp` folder into this run, whatever its mode and number of processes."""
         if os.path.isdir(path):
             saved = read_trainer_file(path)
-            self._load_dcp_tensors(path, saved, module, optimizer)
+            self._load_dcp_tensors(path, saved, parts.module, parts.optimizer)
         else:
             saved = load_checkpoint(path)
-            load_full_model_state(module, strip_module_prefix(saved["state_dict"]))
-            load_full_optimizer_state(optimizer, saved["optimizer"])
-        apply_training_state(saved, path, state, schedule, amp)
+            load_full_model_state(parts.module, strip_module_prefix(saved["state_dict"]))
+            load_full_optimizer_state(parts.optimizer, saved["optimizer"])
+        apply_training_state(saved, path, parts)
+        dist.io_barrier()  # no rank may enter a training collective while another is still reading
 
     def _load_dcp_tensors(self, path: str, saved: dict, module: nn.Module, optimizer) -> None:
         import torch
@@ -258,12 +278,14 @@ class ShardedCheckpointing:
                                    saved["optimizer_other_state"])
 
 
-def apply_training_state(saved: dict, path: str, state: TrainState, schedule, amp) -> None:
-    """Scheduler, scaler, train_state and this rank's generators from a checkpoint (as `Checkpointer.restore`)."""
+def apply_training_state(saved: dict, path: str, parts: TrainingParts) -> None:
+    """Scheduler, scaler, train_state (the data position included) and this rank's generators from a checkpoint (as
+    `Checkpointer.restore`)."""
+    state = parts.state
     if saved.get("scheduler"):
-        schedule.load_state_dict(saved["scheduler"])
+        parts.schedule.load_state_dict(saved["scheduler"])
     if saved.get("scaler"):
-        amp.load_state_dict(saved["scaler"])
+        parts.amp.load_state_dict(saved["scaler"])
     if saved.get("train_state"):
         state.load_state_dict(saved["train_state"])
     else:  # an original checkpoint: only the epoch is known from the file name
@@ -276,4 +298,5 @@ def apply_training_state(saved: dict, path: str, state: TrainState, schedule, am
     elif rng:
         log.warning("%s holds RNG states of %d rank(s) but this run has %d: generators not restored, so the run "
                     "continues correctly but not bit-identically", path, len(rng), dist.world_size())
-    log.info("resumed from %s: next epoch %d, global step %d", path, state.epoch, state.global_step)
+    where = f"epoch {state.epoch}" + (f" after batch {state.batches_done}" if state.batches_done else "")
+    log.info("resumed from %s: %s, global step %d", path, where, state.global_step)

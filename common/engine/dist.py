@@ -1,12 +1,19 @@
 """Process-group setup from the torchrun (or SLURM) environment, and the few collectives the engine needs.
 
 One process without a launcher runs with no process group at all; every helper then degrades to a no-op.
+
+Two timeouts: every collective of the training loop fails after `timeout_s` (TRAIN.DIST_TIMEOUT_S in training runs;
+the VLBERT_DIST_TIMEOUT_S environment variable, else 300 s, for scripts without that key), so a dead or hung rank
+ends the job quickly. Waiting for checkpoint I/O (rank 0 writing or reading a file of several GB while the others
+wait) is not bounded by it: those waits (`io_barrier`, `io_broadcast_object`) run in a separate gloo group whose
+timeout is `io_timeout_s` (TRAIN.CHECKPOINT_TIMEOUT_S).
 """
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -19,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Seconds a collective may wait for a peer before failing; small enough that a dead rank ends the run quickly.
 DEFAULT_TIMEOUT_S = int(os.environ.get("VLBERT_DIST_TIMEOUT_S", "300"))
+# Seconds the other ranks may wait while a checkpoint is written or read.
+DEFAULT_IO_TIMEOUT_S = 3600
+_IO_GROUP: Any = None  # the gloo group of checkpoint I/O waits (set by `setup`)
 DEFAULT_MASTER_PORT = "29500"  # as the original's SLURM path
 
 
@@ -79,8 +89,10 @@ def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def setup(distributed: bool | None = None, slurm: bool = False, timeout_s: int = DEFAULT_TIMEOUT_S) -> DistEnv:
-    """Initialise the process group (NCCL on GPU, gloo on CPU) and pick this rank's device.
+def setup(distributed: bool | None = None, slurm: bool = False, timeout_s: int = DEFAULT_TIMEOUT_S,
+          io_timeout_s: int = DEFAULT_IO_TIMEOUT_S) -> DistEnv:
+    """Initialise the process group (NCCL on GPU, gloo on CPU) and the checkpoint I/O group, and pick this rank's
+    device.
 
     `distributed=None` means: distributed when a launcher set WORLD_SIZE > 1 (so `--dist` is optional under torchrun).
     """
@@ -101,12 +113,18 @@ def setup(distributed: bool | None = None, slurm: bool = False, timeout_s: int =
             backend=backend, init_method="env://", rank=rank, world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
         )
-        log.info("process group: %s, rank %d of %d, device %s", backend, rank, world_size, device)
+        log.info("process group: %s, rank %d of %d, device %s, timeout %d s (checkpoint I/O %d s)", backend, rank,
+                 world_size, device, timeout_s, io_timeout_s)
+    global _IO_GROUP
+    if _IO_GROUP is None:
+        _IO_GROUP = torch_dist.new_group(backend="gloo", timeout=timedelta(seconds=io_timeout_s))
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
 def teardown() -> None:
-    """Destroy the process group if there is one."""
+    """Destroy the process groups if there are any."""
+    global _IO_GROUP
+    _IO_GROUP = None
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
 
@@ -118,6 +136,39 @@ def is_initialized() -> bool:
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()
+
+
+def io_barrier() -> None:
+    """Wait for every rank while one of them writes or reads a checkpoint (the checkpoint I/O timeout applies)."""
+    if is_initialized():
+        torch_dist.barrier(group=_IO_GROUP)
+
+
+def io_broadcast_object(obj: Any, src: int = 0) -> Any:
+    """`broadcast_object` for a value that rank `src` computes from checkpoint files (the I/O timeout applies)."""
+    if not is_initialized():
+        return obj
+    holder = [obj]
+    torch_dist.broadcast_object_list(holder, src=src, group=_IO_GROUP)
+    return holder[0]
+
+
+def io_on_rank0(work: Callable[[], Any]) -> Any:
+    """`work()` on rank 0 (checkpoint I/O), its result on every rank; the others wait under the I/O timeout. An
+    exception on rank 0 is raised there and, as a RuntimeError quoting it, on every other rank, so that no rank is
+    left waiting in a later collective."""
+    result, error = None, None
+    if rank() == 0:
+        try:
+            result = work()
+        except Exception as err:  # noqa: BLE001 - re-raised below, on every rank
+            error = err
+    shared = io_broadcast_object((result, None if error is None else f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if shared[1] is not None:
+        raise RuntimeError(f"rank 0 failed while handling a checkpoint: {shared[1]}")
+    return shared[0]
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

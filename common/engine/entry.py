@@ -86,9 +86,10 @@ def run_test_after_training(task: Task, cfg: ConfigNode, prefix: str, env: DistE
 def train_main(task: Task, argv: Sequence[str] | None = None) -> TrainState:
     """Parse arguments, set up the process group and logging, train; returns the final TrainState."""
     args = build_parser(f"Train VL-BERT on {task.name}").parse_args(argv)
-    env = dist.setup(distributed=True if args.dist else None, slurm=args.slurm)
+    cfg = load_run_config(task, args)  # before the process group: its timeouts are config keys
+    env = dist.setup(distributed=True if args.dist else None, slurm=args.slurm,
+                     timeout_s=int(cfg.TRAIN.DIST_TIMEOUT_S), io_timeout_s=int(cfg.TRAIN.CHECKPOINT_TIMEOUT_S))
     try:
-        cfg = load_run_config(task, args)
         name = cfg_name(args.cfg)
         out_dir, prefix = output_layout(cfg, name)
         setup_logging(out_dir, name, env.rank)

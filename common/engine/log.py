@@ -163,6 +163,13 @@ class TrainLogger:
             log.info("Epoch[%d] Validation: %s", epoch, "\t".join(f"Val-{k}={v:.6f}" for k, v in values.items()))
             self.write({"kind": "val", "epoch": epoch, "step": step, "time": time.time(), "metrics": dict(values)})
 
+    def log_step_val(self, epoch: int, step: int, values: dict[str, float]) -> None:
+        """An in-loop validation (TRAIN.VAL_EVERY_STEPS), by global step: the line and a "step_val" record."""
+        if self.is_main:
+            log.info("Epoch[%d] Step[%d] Validation: %s", epoch, step,
+                     "\t".join(f"Val-{k}={v:.6f}" for k, v in values.items()))
+            self.write({"kind": "step_val", "epoch": epoch, "step": step, "time": time.time(), "metrics": dict(values)})
+
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()

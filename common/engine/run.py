@@ -16,7 +16,7 @@ from torch import nn
 
 from common.config import dataset_sections, dump_config
 from common.config_node import ConfigNode
-from common.data.loader import build_loader
+from common.data.loader import build_loader, epoch_batches
 from common.data.preflight import require_data
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
@@ -26,7 +26,7 @@ from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
 from common.engine.parallel import shard_module, wrap_data_parallel
-from common.engine.state import TrainState
+from common.engine.state import TrainingParts, TrainState
 from common.engine.task import BatchLoader, Task
 from common.metrics import LossLogger, Metric
 
@@ -98,10 +98,15 @@ def accumulation_steps(cfg: ConfigNode, world_size: int) -> int:
     return steps
 
 
+def validates(cfg: ConfigNode) -> bool:
+    """Whether the run validates at all: every VAL_FREQUENT epochs and/or every TRAIN.VAL_EVERY_STEPS updates."""
+    return int(cfg.VAL_FREQUENT) > 0 or int(cfg.TRAIN.VAL_EVERY_STEPS) > 0
+
+
 def splits_read(task: Task, cfg: ConfigNode) -> tuple[str, ...]:
-    """The config sections a training run reads: TRAIN, VAL when VAL_FREQUENT > 0, TEST when the task has a test
+    """The config sections a training run reads: TRAIN, VAL when it validates, TEST when the task has a test
     step (`--do-test`). The pre-flight check looks only at these, so a run without validation needs no val files."""
-    splits = ("TRAIN",) + (("VAL",) if int(cfg.VAL_FREQUENT) > 0 else ())
+    splits = ("TRAIN",) + (("VAL",) if validates(cfg) else ())
     return splits + (("TEST",) if task.test_after_training is not None else ())
 
 
@@ -138,50 +143,80 @@ class Run:
     def accumulate(self) -> int:
         return int(self.cfg.TRAIN.GRAD_ACCUMULATE_STEPS)
 
+    @property
+    def parts(self) -> TrainingParts:
+        """What a checkpoint of this run holds (common/engine/state.py::checkpoint_state)."""
+        return TrainingParts(self.state, self.model, self.optimizer, self.schedule, self.amp)
 
-def start_weights(task: Task, cfg: ConfigNode, env: DistEnv, module: nn.Module, checkpointer: Checkpointer,
-                  seed: int) -> str | None:
-    """The checkpoint to resume from when allowed (restored once the optimizer exists); without one,
-    NETWORK.PARTIAL_PRETRAIN into the whole module (before any sharding), then per-rank seeds."""
+
+def build_checkpointer(cfg: ConfigNode, prefix: str) -> Checkpointer:
     train = cfg.TRAIN
-    resume_from = checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
-                                           int(train.END_EPOCH))
+    return Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict(),
+                        every_steps=int(train.CHECKPOINT_EVERY_STEPS), keep_last=int(train.KEEP_LAST))
+
+
+def find_resume(checkpointer: Checkpointer, cfg: ConfigNode) -> str | None:
+    """The checkpoint this run resumes from (RESUME / AUTO_RESUME), checked to be this experiment's."""
+    train = cfg.TRAIN
+    return checkpointer.find_resume(bool(train.RESUME), bool(train.AUTO_RESUME), int(train.BEGIN_EPOCH),
+                                    int(train.END_EPOCH))
+
+
+def start_weights(task: Task, module: nn.Module, resume_from: str | None, cfg: ConfigNode, env: DistEnv) -> None:
+    """Without a checkpoint to resume from: NETWORK.PARTIAL_PRETRAIN into the whole module (before any sharding),
+    then per-rank seeds. A resume is restored later, once the optimizer holds the (sharded) parameters."""
     if resume_from:
-        return resume_from
+        return
     load_pretrained_weights(task, module, cfg)
+    seed = int(cfg.RNG_SEED)
     if seed >= 0:
         seed_everything(seed + env.rank)  # dropout and augmentation differ between ranks
-    return None
 
 
-def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
-    """Check the data, write the config, build the module, loaders and collaborators, and set the starting weights
-    (a resume or the pretrained ones). The order of random draws is part of the contract: runs resume bitwise."""
-    cfg = resolve_config(cfg, env.world_size)
-    require_data(cfg, task, splits_read(task, cfg))
-    out_dir, prefix = output_layout(cfg, cfg_name)
+def data_layout(cfg: ConfigNode, loader: BatchLoader, env: DistEnv) -> dict:
+    """What a data position (batches done in an epoch) means: saved with it, compared on resume."""
+    batch = cfg.TRAIN.BATCH_IMAGES
+    batch = [int(b) for b in batch] if isinstance(batch, (list, tuple)) else int(batch)
+    return {"world_size": env.world_size, "batches_per_epoch": epoch_batches(loader), "batch_size": batch}
+
+
+def write_run_files(cfg: ConfigNode, env: DistEnv, out_dir: str) -> None:
+    """The config the run uses, beside its checkpoints (rank 0), once the resume check has passed."""
     if env.is_main:
         os.makedirs(out_dir, exist_ok=True)
         dump_config(cfg, os.path.join(out_dir, "config.yaml"))
-    seed = int(cfg.RNG_SEED)
-    seed_everything(seed)  # equal on every rank: the same initial weights
+
+
+def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None) -> Run:
+    """Check the data, find the checkpoint to resume from (refused if another experiment wrote it: nothing is
+    written before that check), build the module, loaders and collaborators, set the starting weights (a resume or
+    the pretrained ones), then write the config. The order of random draws is part of the contract: runs resume
+    bitwise."""
+    cfg = resolve_config(cfg, env.world_size)
+    require_data(cfg, task, splits_read(task, cfg))
+    out_dir, prefix = output_layout(cfg, cfg_name)
+    checkpointer = build_checkpointer(cfg, prefix)
+    resume_from = find_resume(checkpointer, cfg)
+    seed_everything(int(cfg.RNG_SEED))  # equal on every rank: the same initial weights
     module = task.build_module(cfg).to(env.device)
     train_loader = build_loader(task, cfg, "train", env)
-    val_loader = build_loader(task, cfg, "val", env) if int(cfg.VAL_FREQUENT) > 0 else None
-    steps_per_epoch = math.ceil(len(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
-    checkpointer = Checkpointer(prefix, cfg.CHECKPOINT_FREQUENT, cfg.CHECKPOINT_KEEP, cfg.to_dict())
-    resume_from = start_weights(task, cfg, env, module, checkpointer, seed)
+    val_loader = build_loader(task, cfg, "val", env) if validates(cfg) else None
+    steps_per_epoch = math.ceil(epoch_batches(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
+    start_weights(task, module, resume_from, cfg, env)
     apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
     shard_module(module, cfg, env)  # TRAIN.DATA_PARALLEL fsdp: the optimizer must hold the shards
     optimizer = build_optimizer(cfg, module, env.world_size)
-    # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw
+    state = TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH), layout=data_layout(cfg, train_loader, env))
+    parts = TrainingParts(state, module, optimizer, build_lr_schedule(cfg, optimizer, steps_per_epoch),
+                          MixedPrecision.from_config(cfg, env.device))
+    if resume_from:
+        checkpointer.restore(resume_from, parts)
+    write_run_files(cfg, env, out_dir)
+    # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw, and
+    # after the resume check: nothing is written into another experiment's folder
     logger = build_train_logger(cfg, env, out_dir, log_dir, cfg_name, module, total_batch_size(cfg, env.world_size),
                                 int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
-    run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer,
-              build_lr_schedule(cfg, optimizer, steps_per_epoch), MixedPrecision.from_config(cfg, env.device),
-              checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg),
-              TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH)))
-    if resume_from:
-        checkpointer.restore(resume_from, run.state, module, optimizer, run.schedule, run.amp)
+    run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer, parts.schedule, parts.amp,
+              checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg), state)
     run.model = wrap_module(module, cfg, env, train_loader)
     return run

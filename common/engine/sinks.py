@@ -2,7 +2,8 @@
 (TRAIN.REPORT_TO `tensorboard`, the default), and the optional `wandb` / `trackio` sinks, imported only when named.
 
 A record is a plain dict with a "kind": "run" (the header written at every start, a resumed run included), "train"
-(one per LOG_FREQUENT step), "epoch_train" and "val" (one per validation). `read_metrics` reads the file back.
+(one per LOG_FREQUENT step), "epoch_train" and "val" (one per validation), "step_val" (one per in-loop validation,
+TRAIN.VAL_EVERY_STEPS). `read_metrics` reads the file back.
 """
 from __future__ import annotations
 
@@ -64,6 +65,9 @@ class TensorBoardSink:
             for field, tag in SPEED_TAGS.items():
                 if record.get(field) is not None:
                     self.writer.add_scalar(tag, record[field], step)
+        elif kind == "step_val":  # in-loop validation (TRAIN.VAL_EVERY_STEPS), by global step
+            for name, value in metrics.items():
+                self.writer.add_scalar(f"Step-Val-{name}", value, record["step"])
         elif kind in ("epoch_train", "val"):
             prefix = "Epoch-Train" if kind == "epoch_train" else "Val"
             for name, value in metrics.items():
@@ -102,7 +106,7 @@ class WandbSink:
                               config=config)
 
     def write(self, record: dict[str, Any]) -> None:
-        if record["kind"] in ("train", "val", "epoch_train"):
+        if record["kind"] in ("train", "val", "epoch_train", "step_val"):
             self.run.log(flat_scalars(record), step=record["step"])
 
     def close(self) -> None:
@@ -117,7 +121,7 @@ class TrackioSink:
         self.trackio.init(project=os.environ.get("TRACKIO_PROJECT", "vl-bert"), name=run_name, config=config)
 
     def write(self, record: dict[str, Any]) -> None:
-        if record["kind"] in ("train", "val", "epoch_train"):
+        if record["kind"] in ("train", "val", "epoch_train", "step_val"):
             self.trackio.log(flat_scalars(record), step=record["step"])
 
     def close(self) -> None:

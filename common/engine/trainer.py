@@ -1,8 +1,10 @@
 """The training loop shared by every task: epochs of accumulated steps, validation, checkpoints.
 
 Read `fit` top to bottom: `build_run` (common/engine/run.py) makes every collaborator (optimizer, schedule, mixed
-precision, checkpointer, logger) and sets the starting weights, `train_epoch` runs the accumulated steps,
-`validate_epoch` the host metric; none of them decides anything about the order of events.
+precision, checkpointer, logger) and sets the starting weights, `train_epoch` runs the accumulated steps (and, after
+each, `after_step`: validation every TRAIN.VAL_EVERY_STEPS, a step checkpoint every TRAIN.CHECKPOINT_EVERY_STEPS),
+`validate_epoch` the host metric; none of them decides anything about the order of events. A run resumed from a step
+checkpoint starts its first epoch at the saved batch (`run.state.batches_done`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from common.config_node import ConfigNode
-from common.data.loader import set_epoch
+from common.data.loader import epoch_batches, set_epoch
 from common.engine import dist
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import unwrap
@@ -103,7 +105,7 @@ def skip_nonfinite_step(run: Run, micro: list[dict], epoch: int) -> None:
     if state.nonfinite_skips >= max_skips:
         raise NonFiniteLossError(
             f"stopping: {state.nonfinite_skips} consecutive steps with a non-finite loss or gradient "
-            f"(TRAIN.MAX_NONFINITE_STEPS={max_skips}); the last good checkpoint under {run.out_dir} is intact")
+            f"(TRAIN.MAX_NONFINITE_STEPS={max_skips}); {run.checkpointer.describe_newest()}")
 
 
 def log_train_step(run: Run, epoch: int, batch_index: int, stats: dict[str, Tensor]) -> None:
@@ -146,36 +148,78 @@ def log_bad_samples(run: Run, epoch: int) -> None:
 
 
 def train_epoch(run: Run, epoch: int) -> None:
-    """Every batch of the epoch, GRAD_ACCUMULATE_STEPS micro-batches per update (the last update may take fewer)."""
-    set_epoch(run.train_loader, epoch)
+    """Every batch of the epoch from `run.state.batches_done` on (0 unless resumed part-way into it),
+    GRAD_ACCUMULATE_STEPS micro-batches per update (the last update may take fewer)."""
+    start = run.state.batches_done
+    set_epoch(run.train_loader, epoch, start)
     run.model.train()
     for metric in run.train_metrics:
         metric.reset()
     micro: list[dict] = []
-    last = len(run.train_loader) - 1
+    last = epoch_batches(run.train_loader) - 1
     batches = run.logger.timed(run.train_loader)  # observability: time spent waiting for data
-    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False)
-    for batch_index, batch in enumerate(progress):
+    progress = tqdm(batches, desc=f"epoch {epoch}", disable=not run.env.is_main, leave=False, initial=start,
+                    total=last + 1)
+    for batch_index, batch in enumerate(progress, start=start):
         micro.append(move_to_device(batch, run.env.device))
         if len(micro) < run.accumulate and batch_index != last:
             continue
         stats = optimizer_step(run, micro, epoch)
         micro = []
+        run.state.batches_done = batch_index + 1
         if run.logger.due(batch_index // run.accumulate):
             log_train_step(run, epoch, batch_index, stats)
+        after_step(run, epoch, epoch_end=batch_index == last)
     run.logger.log_epoch_train(epoch, {m.name: m.compute() for m in run.train_metrics},  # every rank: a collective
                                step=run.state.global_step)
     log_bad_samples(run, epoch)  # every rank: a collective
 
 
-def validate_epoch(run: Run, epoch: int) -> float | None:
-    """The host metric after `epoch` when validation is due (every VAL_FREQUENT epochs), else None."""
-    if run.val_loader is None or (epoch + 1) % int(run.cfg.VAL_FREQUENT) != 0:
-        return None
+def validation_due(run: Run, epoch: int) -> bool:
+    """Whether the end of `epoch` validates (every VAL_FREQUENT epochs)."""
+    frequent = int(run.cfg.VAL_FREQUENT)
+    return run.val_loader is not None and frequent > 0 and (epoch + 1) % frequent == 0
+
+
+def validate(run: Run) -> tuple[float | None, dict[str, float]]:
+    """(host metric, every metric) of the current weights on the validation set."""
     values = evaluate(run.model, run.val_loader, run.val_metrics, run.amp, run.env.device,
                       show_progress=run.env.is_main)
+    return (values[run.val_metrics[0].name] if run.val_metrics else None), values
+
+
+def step_validation_due(run: Run, epoch: int, epoch_end: bool) -> bool:
+    every = int(run.cfg.TRAIN.VAL_EVERY_STEPS)
+    due = run.val_loader is not None and every > 0 and run.state.global_step % every == 0
+    return due and not (epoch_end and validation_due(run, epoch))
+
+
+def after_step(run: Run, epoch: int, epoch_end: bool) -> None:
+    """In-loop validation every TRAIN.VAL_EVERY_STEPS updates and a step checkpoint every CHECKPOINT_EVERY_STEPS,
+    each left to the end of the epoch when it falls on the epoch's last update and the epoch end does it anyway.
+    A new best in-loop score writes `-best.model` at once: the weights it measured change with the next step."""
+    is_best = False
+    if step_validation_due(run, epoch, epoch_end):
+        score, values = validate(run)
+        log_step_validation(run, epoch, values)
+        is_best = run.state.record(epoch, score)
+    checkpointer = run.checkpointer
+    step_file = checkpointer.step_due(run.state.global_step) and not (epoch_end and checkpointer.epoch_due(epoch))
+    run.checkpointer.save_step(run.parts, step_file, is_best)
+
+
+def log_step_validation(run: Run, epoch: int, values: dict[str, float]) -> None:
+    """The in-loop validation line and record, by global step (`Step-Val-*`; epoch ends log `Val-*` by epoch)."""
+    run.logger.log_step_val(epoch, run.state.global_step, values)
+
+
+def validate_epoch(run: Run, epoch: int) -> float | None:
+    """The host metric after `epoch` when validation is due (every VAL_FREQUENT epochs), else None."""
+    if not validation_due(run, epoch):
+        return None
+    score, values = validate(run)
     run.logger.log_val(epoch, values, step=run.state.global_step)
-    return values[run.val_metrics[0].name] if run.val_metrics else None
+    return score
 
 
 def fit(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str | None = None) -> TrainState:
@@ -186,7 +230,7 @@ def fit(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir: str |
         score = validate_epoch(run, epoch)
         is_best = run.state.record(epoch, score)
         run.schedule.after_epoch(score)
-        run.state.epoch = epoch + 1
-        run.checkpointer.save(epoch, is_best, run.state, run.model, run.optimizer, run.schedule, run.amp)
+        run.state.epoch, run.state.batches_done = epoch + 1, 0
+        run.checkpointer.save(epoch, is_best, run.parts)
     run.logger.close()
     return run.state

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -33,7 +35,14 @@ class StandInDataset(Dataset):
         x = self.x[index].clone()
         if index in self.nan_indices:
             x[0] = float("nan")
+        if os.environ.get("STANDIN_AUGMENT"):  # an augmentation drawing from every global generator, as tasks do
+            x = x + 0.1 * torch.randn(6) + float(np.random.normal(0, 0.1)) + random.gauss(0, 0.1)
         return {"x": x, "y": self.y[index], "index": index}
+
+
+def _sleep_on_rank0(variable: str) -> None:
+    if os.environ.get(variable) and int(os.environ.get("RANK", "0")) == 0:
+        time.sleep(float(os.environ[variable]))
 
 
 class StandInModule(nn.Module):
@@ -46,6 +55,14 @@ class StandInModule(nn.Module):
     @classmethod
     def from_config(cls, cfg, load_pretrained: bool = True) -> StandInModule:
         return cls(cfg.NETWORK.VLBERT.hidden_dropout_prob)
+
+    def state_dict(self, *args, **kwargs):
+        _sleep_on_rank0("STANDIN_SAVE_SLEEP")  # a slow checkpoint write (only the checkpointer asks for it)
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        _sleep_on_rank0("STANDIN_LOAD_SLEEP")  # a slow checkpoint read
+        return super().load_state_dict(*args, **kwargs)
 
     def forward(self, batch: dict) -> dict:
         if self.training and int(os.environ.get("RANK", "0")) == self.crash_rank:

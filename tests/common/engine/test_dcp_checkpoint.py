@@ -111,6 +111,26 @@ def test_async_needs_the_dcp_format(tmp_path):
         train(tmp_path, "TRAIN.CHECKPOINT_ASYNC", "true")
 
 
+@pytest.mark.parametrize("overrides", [DCP, ("TRAIN.DATA_PARALLEL", "zero1")])
+def test_step_checkpoints_are_refused_with_sharded_checkpoints_before_anything_is_written(tmp_path, overrides):
+    with pytest.raises(ValueError, match="TRAIN.CHECKPOINT_EVERY_STEPS 2 cannot be used with "
+                                         "TRAIN.CHECKPOINT_FORMAT (dcp|file) and TRAIN.DATA_PARALLEL (ddp|zero1)"):
+        train(tmp_path, "TRAIN.CHECKPOINT_EVERY_STEPS", "2", *overrides)
+    assert not (tmp_path / RUN).exists()
+
+
+def test_in_loop_best_checkpoint_is_a_dcp_folder_with_the_data_position(tmp_path):
+    """TRAIN.VAL_EVERY_STEPS under dcp: a new best mid-epoch writes `-best.dcp`, whose train_state holds the batches
+    of the epoch already trained (the same dict a `.model` best file of the ddp run holds)."""
+    in_loop_only = ("TRAIN.END_EPOCH", "1", "TRAIN.VAL_EVERY_STEPS", "3", "VAL_FREQUENT", "2")  # no epoch-end val
+    train(tmp_path / "file", *in_loop_only)
+    train(tmp_path / "dcp", *in_loop_only, *DCP)
+    expected = torch.load(tmp_path / "file" / RUN / "standin-best.model", weights_only=True)
+    got = to_model_file(str(tmp_path / "dcp" / RUN / "standin-best.dcp"))
+    assert got["train_state"]["batches_done"] == 6 and got["train_state"]["best_step"] == 6  # 8 batches an epoch
+    assert_same_checkpoint(got, expected)
+
+
 class _Exploit:
     def __reduce__(self):
         return (os.system, ("true",))
