@@ -8,7 +8,7 @@ Every file holds the same `checkpoint_state` dict (common/engine/state.py): `sta
 (`save_atomic`; temporary-file names and their clean-up in common/engine/checkpoint_io.py) and read back with
 `torch.load(weights_only=True)`. `Checkpointer.write` and `.read` are the only places that know the file format.
 Sharded runs (TRAIN.DATA_PARALLEL zero1 / fsdp) and DCP folders (TRAIN.CHECKPOINT_FORMAT dcp) hand save, find_resume
-and restore over to common/engine/dcp_checkpoint.py (epoch and best checkpoints; no step files there).
+and restore over to common/engine/dcp_checkpoint.py (epoch, step and best checkpoints, as folders under dcp).
 """
 from __future__ import annotations
 
@@ -139,8 +139,8 @@ class Checkpointer:
 
     def newest(self) -> str | None:
         if self.sharded is not None:
-            entries = self.sharded.epoch_entries()
-            return entries[-1][1] if entries else None
+            entries = self.sharded.resumable(2**31)
+            return entries[0] if entries else None
         files = sorted(self.epoch_files() + self.step_files(), key=position)
         return files[-1] if files else None
 
@@ -175,8 +175,10 @@ class Checkpointer:
     def save_step(self, parts: TrainingParts, step_file: bool, is_best: bool) -> None:
         """After an optimizer step: the step file (when `step_file`), the best file when an in-loop validation
         improved the host metric."""
-        if self.sharded is not None:  # no step files there (TRAIN.CHECKPOINT_EVERY_STEPS is refused): the best one
-            return self.sharded.save(parts.state.epoch, is_best, parts, False) if is_best else None
+        if self.sharded is not None:
+            if step_file or is_best:
+                self.sharded.save(parts.state.epoch, is_best, parts, False, step_file)
+            return None
         paths = [self.step_path(parts.state.epoch, parts.state.global_step)] if step_file else []
         self._save(parts, paths, is_best, self._prune_step_files)
 

@@ -2,12 +2,13 @@
 behalf of `common/engine/checkpoint.py::Checkpointer`, which hands over save / find_resume / restore to this class.
 
 - `file`: the state is gathered to rank 0, which writes the usual `{prefix}-{epoch:04d}.model` (keys as a ddp run's).
-- Step checkpoints (TRAIN.CHECKPOINT_EVERY_STEPS) are refused here by name: epoch and best checkpoints only; the
-  data position (train_state) is saved and restored with them as in a `.model` file.
 - `dcp`: every rank writes its shard into `{prefix}-{epoch:04d}.dcp.tmp`, rank 0 adds `trainer.pt`, and the folder is
   renamed to `{prefix}-{epoch:04d}.dcp` only once complete (AUTO_RESUME never picks a half-written checkpoint). With
   TRAIN.CHECKPOINT_ASYNC the write runs in the background (`dcp.async_save`, after a copy of the state) until the next
   save, or the last epoch's, waits for it. A DCP folder resumes on any number of processes and in any mode.
+- Step checkpoints (TRAIN.CHECKPOINT_EVERY_STEPS) are `steps/{name}-e{epoch:04d}-s{step:08d}.dcp` folders (or
+  `.model` files), written the same way; TRAIN.KEEP_LAST prunes them once the new one is complete. Every checkpoint
+  holds `checkpoint_state`'s train_state (the data position), so a resume continues part-way into an epoch.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ from common.model.dcp_files import (
 log = logging.getLogger(__name__)
 
 EPOCH_ENTRY = re.compile(r"-(\d{4})(\.model|\.dcp)$")
+STEP_ENTRY = re.compile(r"-e(\d{4})-s(\d{8,})(\.model|\.dcp)$")
 
 
 class _Given:
@@ -74,11 +76,6 @@ def sharded_checkpointing(owner: Checkpointer) -> ShardedCheckpointing | None:
     mode, fmt = train.get("DATA_PARALLEL", "ddp"), train.get("CHECKPOINT_FORMAT", "file")
     if mode == "ddp" and fmt == "file":
         return None
-    if owner.every_steps > 0:
-        raise ValueError(f"TRAIN.CHECKPOINT_EVERY_STEPS {owner.every_steps} cannot be used with "
-                         f"TRAIN.CHECKPOINT_FORMAT {fmt} and TRAIN.DATA_PARALLEL {mode}: step checkpoints are written "
-                         "as .model files of a ddp run only; set TRAIN.CHECKPOINT_EVERY_STEPS 0 (epoch checkpoints, "
-                         "CHECKPOINT_FREQUENT) or TRAIN.DATA_PARALLEL ddp with TRAIN.CHECKPOINT_FORMAT file")
     return ShardedCheckpointing(owner, fmt, bool(train.get("CHECKPOINT_ASYNC", False)), int(train.get("END_EPOCH", 0)))
 
 
@@ -95,6 +92,35 @@ class ShardedCheckpointing:
         name = f"{epoch:04d}" if isinstance(epoch, int) else epoch
         return f"{self.owner.prefix}-{name}" + (DCP_SUFFIX if self.fmt == "dcp" else ".model")
 
+    def step_path(self, epoch: int, global_step: int) -> str:
+        name = os.path.basename(self.owner.step_path(epoch, global_step))[:-len(".model")]
+        return os.path.join(self.owner.steps_folder, name + (DCP_SUFFIX if self.fmt == "dcp" else ".model"))
+
+    def step_entries(self) -> list[tuple[tuple[int, int], str]]:
+        """((epoch, global step), path) of every complete step checkpoint of this prefix, oldest first."""
+        name = glob.escape(os.path.basename(self.owner.prefix))
+        found = []
+        for path in glob.glob(os.path.join(glob.escape(self.owner.steps_folder), f"{name}-e*")):
+            match = STEP_ENTRY.search(path)
+            if match and (os.path.isfile(path) if match.group(3) == ".model" else is_dcp_folder(path)):
+                found.append(((int(match.group(1)), int(match.group(2))), path))
+        return sorted(found)
+
+    def resumable(self, end_epoch: int) -> list[str]:
+        """Epoch and step checkpoints of a run that stops at `end_epoch`, newest first (as `before_end`)."""
+        entries = [((epoch + 1, 0), path) for epoch, path in self.epoch_entries() if epoch < end_epoch]
+        entries += [(where, path) for where, path in self.step_entries() if where[0] < end_epoch]
+        return [path for _, path in sorted(entries, key=lambda entry: entry[0], reverse=True)]
+
+    def remove_stale_temp_folders(self) -> None:
+        """`.dcp.tmp` / `.dcp.old` folders left by a run stopped while writing (called before this run writes)."""
+        name = glob.escape(os.path.basename(self.owner.prefix))
+        for folder in (os.path.dirname(self.owner.prefix), self.owner.steps_folder):
+            for suffix in (".tmp", ".old"):
+                for path in glob.glob(os.path.join(glob.escape(folder), f"{name}-*{DCP_SUFFIX}{suffix}")):
+                    shutil.rmtree(path, ignore_errors=True)
+                    log.warning("removed %s, left by a save that was interrupted", path)
+
     def epoch_entries(self) -> list[tuple[int, str]]:
         """(epoch, path) of every epoch checkpoint of this prefix, `.model` files and complete `.dcp` folders, oldest
         first (this run's format last within an epoch)."""
@@ -106,9 +132,12 @@ class ShardedCheckpointing:
         return [(epoch, path) for epoch, _, path in sorted(found)]
 
     # ---- save -----------------------------------------------------------------------------------------------
-    def save(self, epoch: int, is_best: bool, parts: TrainingParts, due: bool) -> None:
-        """The epoch checkpoint of `epoch` when `due`, the best one when `is_best` (a collective)."""
-        targets = [self.path(epoch)] * due + [self.path("best")] * is_best
+    def save(self, epoch: int, is_best: bool, parts: TrainingParts, due: bool, step_file: bool = False) -> None:
+        """The epoch checkpoint of `epoch` when `due`, the step checkpoint of this update when `step_file`, the best
+        one when `is_best` (a collective)."""
+        state = parts.state
+        targets = ([self.step_path(state.epoch, state.global_step)] * step_file + [self.path(epoch)] * due
+                   + [self.path("best")] * is_best)
         if targets:
             rng_per_rank = dist.all_gather_object(rng_state())
             (self._save_dcp if self.fmt == "dcp" else self._save_file)(targets, parts, rng_per_rank)
@@ -200,9 +229,10 @@ class ShardedCheckpointing:
         self._prune()
 
     def _prune(self) -> None:
-        if self.owner.keep <= 0:
-            return
-        for _, path in self.epoch_entries()[:-self.owner.keep]:
+        """CHECKPOINT_KEEP epoch and TRAIN.KEEP_LAST step checkpoints, once the new one is complete (renamed)."""
+        old = self.epoch_entries()[:-self.owner.keep] if self.owner.keep > 0 else []
+        old += self.step_entries()[:-self.owner.keep_last] if self.owner.keep_last > 0 else []
+        for _, path in old:
             shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
     # ---- resume ---------------------------------------------------------------------------------------------
@@ -213,6 +243,7 @@ class ShardedCheckpointing:
 
     def _choose(self, resume: bool, auto_resume: bool, begin_epoch: int, end_epoch: int) -> str | None:
         self.owner.remove_stale_temp_files()
+        self.remove_stale_temp_folders()
         if resume:
             wanted = [path for epoch, path in self.epoch_entries() if epoch == begin_epoch - 1]
             if not wanted:
@@ -220,7 +251,7 @@ class ShardedCheckpointing:
                                         f"(BEGIN_EPOCH={begin_epoch})")
             candidates = wanted[-1:]
         elif auto_resume:
-            candidates = [path for epoch, path in reversed(self.epoch_entries()) if epoch < end_epoch]
+            candidates = self.resumable(end_epoch)
         else:
             return None
         for path in candidates:

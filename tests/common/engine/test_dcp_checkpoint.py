@@ -111,12 +111,56 @@ def test_async_needs_the_dcp_format(tmp_path):
         train(tmp_path, "TRAIN.CHECKPOINT_ASYNC", "true")
 
 
-@pytest.mark.parametrize("overrides", [DCP, ("TRAIN.DATA_PARALLEL", "zero1")])
-def test_step_checkpoints_are_refused_with_sharded_checkpoints_before_anything_is_written(tmp_path, overrides):
-    with pytest.raises(ValueError, match="TRAIN.CHECKPOINT_EVERY_STEPS 2 cannot be used with "
-                                         "TRAIN.CHECKPOINT_FORMAT (dcp|file) and TRAIN.DATA_PARALLEL (ddp|zero1)"):
-        train(tmp_path, "TRAIN.CHECKPOINT_EVERY_STEPS", "2", *overrides)
-    assert not (tmp_path / RUN).exists()
+# 32 samples / batch 4 = 8 updates per epoch; steps 3, 6 in epoch 0, 9, 12, 15 in epoch 1 (16 ends it)
+STEPS = ("TRAIN.CHECKPOINT_EVERY_STEPS", "3")
+
+
+def test_dcp_step_folders_equal_the_step_files_of_the_same_run_and_keep_the_last_two(tmp_path):
+    train(tmp_path / "file", "TRAIN.END_EPOCH", "2", *STEPS)
+    train(tmp_path / "dcp", "TRAIN.END_EPOCH", "2", *STEPS, "TRAIN.KEEP_LAST", "2", *DCP)
+    steps = tmp_path / "dcp" / RUN / "steps"
+    assert sorted(p.name for p in steps.iterdir()) == ["standin-e0001-s00000012.dcp", "standin-e0001-s00000015.dcp"]
+    got = to_model_file(str(steps / "standin-e0001-s00000015.dcp"))
+    assert got["train_state"]["batches_done"] == 7 and got["train_state"]["global_step"] == 15  # the data position
+    expected = torch.load(tmp_path / "file" / RUN / "steps/standin-e0001-s00000015.model", weights_only=True)
+    assert_same_checkpoint(got, expected)
+
+
+def test_async_dcp_step_folders_equal_synchronous_ones(tmp_path):
+    for name, extra in (("sync", ()), ("async", ("TRAIN.CHECKPOINT_ASYNC", "true"))):
+        train(tmp_path / name, "TRAIN.END_EPOCH", "2", *STEPS, "TRAIN.KEEP_LAST", "2", *DCP, *extra)
+    steps = tmp_path / "async" / RUN / "steps"
+    assert sorted(p.name for p in steps.iterdir()) == ["standin-e0001-s00000012.dcp", "standin-e0001-s00000015.dcp"]
+    for name in ("steps/standin-e0001-s00000015.dcp", "standin-0001.dcp", "standin-best.dcp"):
+        assert_same_checkpoint(to_model_file(str(tmp_path / "async" / RUN / name)),
+                               to_model_file(str(tmp_path / "sync" / RUN / name)))
+
+
+def test_zero1_step_files_are_gathered_like_a_ddp_runs(tmp_path):
+    train(tmp_path / "ddp", "TRAIN.END_EPOCH", "2", *STEPS)
+    train(tmp_path / "zero1", "TRAIN.END_EPOCH", "2", *STEPS, "TRAIN.KEEP_LAST", "1", "TRAIN.DATA_PARALLEL", "zero1")
+    steps = tmp_path / "zero1" / RUN / "steps"
+    assert sorted(p.name for p in steps.iterdir()) == ["standin-e0001-s00000015.model"]
+    got = torch.load(steps / "standin-e0001-s00000015.model", weights_only=True)
+    expected = torch.load(tmp_path / "ddp" / RUN / "steps/standin-e0001-s00000015.model", weights_only=True)
+    assert got["train_state"] == expected["train_state"]
+    assert all(torch.equal(got["state_dict"][k], v) for k, v in expected["state_dict"].items())
+
+
+def test_dcp_step_folder_resumes_mid_epoch_bitwise_and_a_half_written_one_is_never_picked(tmp_path, caplog):
+    train(tmp_path / "straight", "TRAIN.END_EPOCH", "2", *STEPS, *DCP)
+    steps = tmp_path / "resumed" / RUN / "steps"
+    steps.mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / RUN / "steps/standin-e0001-s00000012.dcp",
+                    steps / "standin-e0001-s00000012.dcp")
+    partial = steps / "standin-e0001-s00000015.dcp.tmp"  # a run stopped while writing step 15: shards, no rename
+    shutil.copytree(steps / "standin-e0001-s00000012.dcp", partial)
+    with caplog.at_level("INFO"):
+        state = train(tmp_path / "resumed", "TRAIN.END_EPOCH", "2", *STEPS, *DCP)
+    assert "standin-e0001-s00000012.dcp: epoch 1 after batch 4, global step 12" in caplog.text
+    assert state.epoch == 2 and not partial.exists()
+    assert_same_checkpoint(to_model_file(str(tmp_path / "resumed" / RUN / "standin-0001.dcp")),
+                           to_model_file(str(tmp_path / "straight" / RUN / "standin-0001.dcp")))
 
 
 def test_in_loop_best_checkpoint_is_a_dcp_folder_with_the_data_position(tmp_path):
