@@ -65,3 +65,27 @@ def test_fsdp_two_processes_equal_one_process_and_the_dcp_checkpoint_resumes_in_
     state = fit_here(resumed, "TRAIN.BATCH_IMAGES", "8", "TRAIN.CHECKPOINT_FORMAT", "dcp")
     assert state.epoch == 2 and state.global_step == 8
     assert_close(weights(resumed / RUN / "standin-0001.dcp"), expected, atol=1e-5)
+
+
+@pytest.mark.slow  # two 2-process launches
+def test_fsdp_dcp_step_folder_of_two_processes_resumes_mid_epoch_bitwise(tmp_path):
+    """TRAIN.CHECKPOINT_EVERY_STEPS under fsdp + dcp: step folders written by both ranks, the last two kept; the
+    folder of step 6 (epoch 1 after 2 of its 4 updates) resumed by the same 2-process command ends bit for bit as
+    the uninterrupted run (same world size, same reductions)."""
+    steps = ["TRAIN.BATCH_IMAGES", "4", "TRAIN.DATA_PARALLEL", "fsdp", "TRAIN.CHECKPOINT_FORMAT", "dcp",
+             "TRAIN.CHECKPOINT_EVERY_STEPS", "1", "TRAIN.KEEP_LAST", "2"]
+    for name in ("straight", "resumed"):
+        if name == "resumed":
+            (tmp_path / name / RUN / "steps").mkdir(parents=True)
+            shutil.copytree(tmp_path / "straight" / RUN / "steps/standin-e0001-s00000006.dcp",
+                            tmp_path / name / RUN / "steps/standin-e0001-s00000006.dcp")
+        proc = launch(["./scripts/dist_run_single.sh", "2", ENTRY, YAML, str(tmp_path / name), "OUTPUT_PATH", ".",
+                       *COMMON, *steps])
+        output = proc.communicate(timeout=240)[0]
+        assert proc.returncode == 0, output
+    assert "standin-e0001-s00000006.dcp: epoch 1 after batch 2, global step 6" in output
+    assert sorted(p.name for p in (tmp_path / "straight" / RUN / "steps").iterdir()) == [
+        "standin-e0001-s00000006.dcp", "standin-e0001-s00000007.dcp"]
+    got, expected = (to_model_file(str(tmp_path / name / RUN / "standin-0001.dcp")) for name in ("resumed", "straight"))
+    assert got["train_state"] == expected["train_state"]
+    assert_close(got["state_dict"], expected["state_dict"], atol=0)
