@@ -228,8 +228,15 @@ _C.TRAIN.FP16_LOSS_SCALE = 128.0
 _C.TRAIN.MAX_NONFINITE_STEPS = 3
 # Compile the module with torch.compile.
 _C.TRAIN.COMPILE = False
-# DDP find_unused_parameters: true is safe when some parameters get no gradient (unused pooler, disabled heads).
-_C.TRAIN.FIND_UNUSED_PARAMETERS = True
+# DDP find_unused_parameters: "auto" (one dry step finds the parameters that get no gradient), true or false.
+_C.TRAIN.FIND_UNUSED_PARAMETERS = "auto"
+# ----- distributed data parallelism and sharded checkpoints (docs/DISTRIBUTED.md) -----
+# "ddp" (full replicas), "zero1" (DDP + optimizer state sharded) or "fsdp" (parameters, gradients and state sharded).
+_C.TRAIN.DATA_PARALLEL = "ddp"
+# "file" (one {prefix}-{epoch:04d}.model, written by rank 0) or "dcp" (a {prefix}-{epoch:04d}.dcp folder of shards).
+_C.TRAIN.CHECKPOINT_FORMAT = "file"
+# Write "dcp" checkpoints in the background (torch.distributed.checkpoint.async_save) while training goes on.
+_C.TRAIN.CHECKPOINT_ASYNC = False
 # DataLoader pin_memory.
 _C.TRAIN.PIN_MEMORY = True
 # DataLoader persistent_workers (when NUM_WORKERS_PER_GPU > 0).

@@ -51,6 +51,13 @@ def parse_loss_scale(value: Any, source: str, dotted: str) -> float | str:
         raise type_error(source, dotted, 'a number or "dynamic"', value) from None
 
 
+def parse_auto_bool(value: Any, source: str, dotted: str) -> str | bool:
+    """"auto", or a bool (TRAIN.FIND_UNUSED_PARAMETERS: a bool before "auto" existed)."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise type_error(source, dotted, '"auto", true or false', value)
+
+
 def parse_batch_images(value: Any, source: str, dotted: str) -> int | list[int]:
     """An int, or a list of ints (one per dataset when DATASET is a list)."""
     items = value if isinstance(value, (list, tuple)) else [value]
@@ -85,6 +92,7 @@ def parsers_for(cfg: ConfigNode) -> dict[str, Parser]:
         "TRAIN.LR_STEP": parse_lr_step,
         "TRAIN.LOSS_LOGGERS": parse_loss_loggers,
         "TRAIN.FP16_LOSS_SCALE": parse_loss_scale,
+        "TRAIN.FIND_UNUSED_PARAMETERS": parse_auto_bool,
         **{f"{split}.BATCH_IMAGES": parse_batch_images for split in SPLITS},
     }
     template = cfg.__dict__.get("_dataset_template")

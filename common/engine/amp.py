@@ -17,15 +17,25 @@ from common.config_node import ConfigNode
 log = logging.getLogger(__name__)
 
 
+def sharded_grads():
+    """`common/engine/sharded_grads.py`, imported on first use (torch.distributed.fsdp only when needed)."""
+    from common.engine import sharded_grads as module
+
+    return module
+
+
 class MixedPrecision:
     """Autocast settings plus the optional GradScaler, with the few calls the train step needs."""
 
-    def __init__(self, device: torch.device, dtype: torch.dtype | None = None, init_scale: float | None = None):
+    def __init__(self, device: torch.device, dtype: torch.dtype | None = None, init_scale: float | None = None,
+                 sharded: bool = False):
         self.device, self.dtype = device, dtype
         self.scaler = None
         if dtype == torch.float16:
             kwargs = {} if init_scale is None else {"init_scale": float(init_scale)}
-            self.scaler = torch.amp.GradScaler(device.type, **kwargs)
+            # TRAIN.DATA_PARALLEL fsdp: a scaler that unscales DTensor shards and agrees on inf/NaN across ranks
+            scaler_class = torch.amp.GradScaler if not sharded else sharded_grads().FsdpGradScaler
+            self.scaler = scaler_class(device.type, **kwargs)
         self.skipped_steps = torch.zeros((), dtype=torch.long, device=device)
         self._reported_skips = 0
 
@@ -39,7 +49,8 @@ class MixedPrecision:
             return cls(device, torch.bfloat16)
         if fp16:
             scale = cfg.TRAIN.FP16_LOSS_SCALE
-            return cls(device, torch.float16, None if isinstance(scale, str) else float(scale))
+            sharded = str(cfg.TRAIN.get("DATA_PARALLEL", "ddp")) == "fsdp" and torch.distributed.is_initialized()
+            return cls(device, torch.float16, None if isinstance(scale, str) else float(scale), sharded)
         return cls(device, None)
 
     @property
@@ -61,6 +72,8 @@ class MixedPrecision:
         with_grad = [p for p in params if p.grad is not None]
         if not with_grad:
             return torch.zeros((), device=self.device)
+        if sharded_grads().has_sharded_gradients(with_grad):  # TRAIN.DATA_PARALLEL fsdp: DTensor-aware norm
+            return sharded_grads().clip_sharded(with_grad, clip_norm)
         total = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
         if clip_norm > 0:
             torch.nn.utils.clip_grads_with_norm_(with_grad, clip_norm, total)

@@ -7,6 +7,8 @@ Every file holds the same `checkpoint_state` dict (common/engine/state.py): `sta
 (one entry per rank), `validation_monitor` (as the original) and `config`. Files are written atomically
 (`save_atomic`; temporary-file names and their clean-up in common/engine/checkpoint_io.py) and read back with
 `torch.load(weights_only=True)`. `Checkpointer.write` and `.read` are the only places that know the file format.
+Sharded runs (TRAIN.DATA_PARALLEL zero1 / fsdp) and DCP folders (TRAIN.CHECKPOINT_FORMAT dcp) hand save, find_resume
+and restore over to common/engine/dcp_checkpoint.py (epoch, step and best checkpoints, as folders under dcp).
 """
 from __future__ import annotations
 
@@ -104,6 +106,11 @@ class Checkpointer:
         self.prefix, self.frequency, self.keep, self.config = prefix, max(int(frequency), 1), int(keep), config or {}
         self.every_steps, self.keep_last = max(int(every_steps), 0), max(int(keep_last), 0)
         self._read_ahead: tuple[str, dict] | None = None  # the file find_resume read on rank 0, for restore
+        # TRAIN.DATA_PARALLEL zero1 / fsdp or TRAIN.CHECKPOINT_FORMAT dcp: save, find_resume and restore are handed
+        # to common/engine/dcp_checkpoint.py (None for ddp with .model files: the code below)
+        from common.engine.dcp_checkpoint import sharded_checkpointing
+
+        self.sharded = sharded_checkpointing(self)
 
     # ----- names -------------------------------------------------------------------------------------------------
     def epoch_path(self, epoch: int) -> str:
@@ -131,6 +138,9 @@ class Checkpointer:
         return sorted((p for p in glob.glob(pattern) if STEP_FILE.search(p)), key=position)
 
     def newest(self) -> str | None:
+        if self.sharded is not None:
+            entries = self.sharded.resumable(2**31)
+            return entries[0] if entries else None
         files = sorted(self.epoch_files() + self.step_files(), key=position)
         return files[-1] if files else None
 
@@ -157,12 +167,18 @@ class Checkpointer:
 
     def save(self, epoch: int, is_best: bool, parts: TrainingParts) -> None:
         """At the end of `epoch` (0-based): the epoch file when due, the best file when the host metric improved."""
+        if self.sharded is not None:
+            return self.sharded.save(epoch, is_best, parts, self.epoch_due(epoch))
         paths = [self.epoch_path(epoch)] if self.epoch_due(epoch) else []
         self._save(parts, paths, is_best, self._prune_epoch_files)
 
     def save_step(self, parts: TrainingParts, step_file: bool, is_best: bool) -> None:
         """After an optimizer step: the step file (when `step_file`), the best file when an in-loop validation
         improved the host metric."""
+        if self.sharded is not None:
+            if step_file or is_best:
+                self.sharded.save(parts.state.epoch, is_best, parts, False, step_file)
+            return None
         paths = [self.step_path(parts.state.epoch, parts.state.global_step)] if step_file else []
         self._save(parts, paths, is_best, self._prune_step_files)
 
@@ -210,6 +226,8 @@ class Checkpointer:
         """The file to resume from, decided on rank 0 before anything is written: RESUME = epoch BEGIN_EPOCH-1;
         AUTO_RESUME = the newest readable epoch or step file (a corrupt newer one is reported by name and skipped).
         The chosen file must come from the same experiment (`check_same_experiment`), else every rank raises."""
+        if self.sharded is not None:
+            return self.sharded.find_resume(resume, auto_resume, begin_epoch, end_epoch)
         return dist.io_on_rank0(lambda: self._choose(resume, auto_resume, begin_epoch, end_epoch))
 
     def _choose(self, resume: bool, auto_resume: bool, begin_epoch: int, end_epoch: int) -> str | None:
@@ -239,6 +257,8 @@ class Checkpointer:
 
     def restore(self, path: str, parts: TrainingParts) -> None:
         """Load everything a resume needs from `path` (every rank reads the same file, rank 0 once)."""
+        if self.sharded is not None:
+            return self.sharded.restore(path, parts)
         cached, self._read_ahead = self._read_ahead, None
         ckpt = cached[1] if cached is not None and cached[0] == path else self.read(path)
         state = parts.state

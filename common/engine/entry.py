@@ -66,11 +66,12 @@ def load_run_config(task: Task, args: argparse.Namespace) -> ConfigNode:
     return cfg.freeze()
 
 
-def kept_checkpoint(prefix: str) -> str:
-    """`{prefix}-best.model` when validation kept one, else the newest epoch file (decided on rank 0)."""
-    best = f"{prefix}-best.model"
-    newest = sorted(glob.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9].model"))
-    return dist.broadcast_object(best if os.path.isfile(best) or not newest else newest[-1])
+def kept_checkpoint(prefix: str, suffix: str = ".model") -> str:
+    """`{prefix}-best.model` when validation kept one, else the newest epoch file (decided on rank 0); with
+    suffix ".dcp" (TRAIN.CHECKPOINT_FORMAT dcp) the folders, which every test script reads as well."""
+    best = f"{prefix}-best{suffix}"
+    newest = sorted(glob.glob(f"{glob.escape(prefix)}-[0-9][0-9][0-9][0-9]{suffix}"))
+    return dist.broadcast_object(best if os.path.exists(best) or not newest else newest[-1])
 
 
 def run_test_after_training(task: Task, cfg: ConfigNode, prefix: str, env: DistEnv) -> None:
@@ -78,7 +79,8 @@ def run_test_after_training(task: Task, cfg: ConfigNode, prefix: str, env: DistE
     if task.test_after_training is None:
         log.warning("--do-test: task %s has no test step", task.name)
         return
-    task.test_after_training(cfg, kept_checkpoint(prefix), env)
+    suffix = ".dcp" if cfg.TRAIN.CHECKPOINT_FORMAT == "dcp" else ".model"
+    task.test_after_training(cfg, kept_checkpoint(prefix, suffix), env)
 
 
 def train_main(task: Task, argv: Sequence[str] | None = None) -> TrainState:

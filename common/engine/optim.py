@@ -233,6 +233,11 @@ def _fast_kwargs(params: list[Tensor]) -> dict:
     """{"fused": True} when torch has fused kernels for the params (floating point, one device type that
     torch.optim lists as fused-capable: CPU, CUDA, ...), else {"foreach": True}; both keep the maths of the loop."""
     device_types = {p.device.type for p in params}
+    # TRAIN.DATA_PARALLEL fsdp: fused SGD has no DTensor rule, and foreach ops refuse DTensor shards mixed with the
+    # plain replicated parameters: shards alone take foreach, a mix the per-parameter loop
+    sharded = sum(type(p).__name__ == "DTensor" for p in params)
+    if sharded:
+        return {"foreach": sharded == len(params)}
     if (len(device_types) == 1 and device_types <= set(_get_fused_kernels_supported_devices())
             and all(torch.is_floating_point(p) for p in params)):
         return {"fused": True}
@@ -258,6 +263,8 @@ def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torc
         optimizer = torch.optim.AdamW(groups, lr=base_lr, betas=(0.9, 0.999), eps=1e-6, **_fast_kwargs(params))
     else:
         raise ValueError(f"TRAIN.OPTIMIZER: expected one of SGD, Adam, AdamW, found {name!r}")
+    if str(cfg.TRAIN.get("DATA_PARALLEL", "ddp")) == "zero1" and world_size > 1:  # hand-built configs: ddp
+        optimizer = shard_optimizer_state(optimizer)
     log.info(
         "optimizer %s: effective LR %.6g = TRAIN.LR %.6g x total batch %d (world %d x BATCH_IMAGES %s x accumulate "
         "%d); parameter groups (TRAIN.LR_MULT, TRAIN.VISUAL_LR_DECAY, TRAIN.NO_DECAY_NORM_BIAS):\n%s",
@@ -265,3 +272,24 @@ def build_optimizer(cfg: ConfigNode, module: nn.Module, world_size: int) -> torc
         int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS), format_param_groups(groups),
     )
     return optimizer
+
+
+def shard_optimizer_state(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """TRAIN.DATA_PARALLEL zero1: the same optimizer (class, groups, hyper-parameters) as a ZeroRedundancyOptimizer,
+    each rank keeping the state of its share of the parameters and broadcasting them after its step.
+
+    The schedules set `lr` on its `param_groups` (all parameters), which it copies to the local optimizer each step.
+    """
+    import inspect
+
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    cls = type(optimizer)
+    accepted = inspect.signature(cls.__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    groups = [{k: v for k, v in group.items()} for group in optimizer.param_groups]
+    sharded = ZeroRedundancyOptimizer(groups, optimizer_class=cls, **defaults)
+    log.info("TRAIN.DATA_PARALLEL zero1: %s state sharded over %d ranks (this rank: %d of %d parameters)",
+             cls.__name__, sharded.world_size, sum(len(g["params"]) for g in sharded.optim.param_groups),
+             sum(len(g["params"]) for g in groups))
+    return sharded

@@ -25,6 +25,7 @@ from common.engine.gpu_path import apply_gpu_path
 from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
 from common.engine.optim import build_optimizer, total_batch_size
+from common.engine.parallel import shard_module, wrap_data_parallel
 from common.engine.state import TrainingParts, TrainState
 from common.engine.task import BatchLoader, Task
 from common.metrics import LossLogger, Metric
@@ -55,22 +56,17 @@ def build_metrics(task: Task, cfg: ConfigNode) -> list[Metric]:
     return metrics
 
 
-def wrap_module(module: nn.Module, cfg: ConfigNode, env: DistEnv) -> nn.Module:
-    """torch.compile when TRAIN.COMPILE, then DDP when world size > 1.
-
-    TRAIN.FIND_UNUSED_PARAMETERS defaults to true because several VL-BERT options leave parameters without
-    gradient (an unused pooler, a disabled pretraining head); a config whose every parameter is used may turn it off.
+def wrap_module(module: nn.Module, cfg: ConfigNode, env: DistEnv, loader: BatchLoader | None = None) -> nn.Module:
+    """torch.compile when TRAIN.COMPILE, then, with world size > 1, the data parallelism of TRAIN.DATA_PARALLEL
+    (`common/engine/parallel.py`): DDP for ddp / zero1, whose find_unused_parameters TRAIN.FIND_UNUSED_PARAMETERS
+    sets ("auto": one dry step on `loader`'s first samples); fsdp modules were sharded by `shard_module` already.
     """
     if bool(cfg.TRAIN.COMPILE):
         if env.device.type == "cpu":
             log.warning("TRAIN.COMPILE on CPU: the compiled model measured slower than eager here (bench/RESULTS.md); "
                         "check with `make bench` before training with it")
         module = torch.compile(module)
-    if env.is_distributed:
-        device_ids = [env.device.index] if env.device.type == "cuda" else None
-        module = nn.parallel.DistributedDataParallel(
-            module, device_ids=device_ids, find_unused_parameters=bool(cfg.TRAIN.FIND_UNUSED_PARAMETERS))
-    return module
+    return wrap_data_parallel(module, cfg, env, loader)
 
 
 def load_pretrained_weights(task: Task, module: nn.Module, cfg: ConfigNode) -> None:
@@ -166,13 +162,12 @@ def find_resume(checkpointer: Checkpointer, cfg: ConfigNode) -> str | None:
                                     int(train.END_EPOCH))
 
 
-def start_weights(task: Task, parts: TrainingParts, checkpointer: Checkpointer, resume_from: str | None,
-                  cfg: ConfigNode, env: DistEnv) -> None:
-    """Resume from `resume_from` when set; otherwise NETWORK.PARTIAL_PRETRAIN, then per-rank seeds."""
+def start_weights(task: Task, module: nn.Module, resume_from: str | None, cfg: ConfigNode, env: DistEnv) -> None:
+    """Without a checkpoint to resume from: NETWORK.PARTIAL_PRETRAIN into the whole module (before any sharding),
+    then per-rank seeds. A resume is restored later, once the optimizer holds the (sharded) parameters."""
     if resume_from:
-        checkpointer.restore(resume_from, parts)
         return
-    load_pretrained_weights(task, parts.module, cfg)
+    load_pretrained_weights(task, module, cfg)
     seed = int(cfg.RNG_SEED)
     if seed >= 0:
         seed_everything(seed + env.rank)  # dropout and augmentation differ between ranks
@@ -207,16 +202,21 @@ def build_run(task: Task, cfg: ConfigNode, env: DistEnv, cfg_name: str, log_dir:
     train_loader = build_loader(task, cfg, "train", env)
     val_loader = build_loader(task, cfg, "val", env) if validates(cfg) else None
     steps_per_epoch = math.ceil(epoch_batches(train_loader) / int(cfg.TRAIN.GRAD_ACCUMULATE_STEPS))
+    start_weights(task, module, resume_from, cfg, env)
+    apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
+    shard_module(module, cfg, env)  # TRAIN.DATA_PARALLEL fsdp: the optimizer must hold the shards
     optimizer = build_optimizer(cfg, module, env.world_size)
     state = TrainState(epoch=int(cfg.TRAIN.BEGIN_EPOCH), layout=data_layout(cfg, train_loader, env))
     parts = TrainingParts(state, module, optimizer, build_lr_schedule(cfg, optimizer, steps_per_epoch),
                           MixedPrecision.from_config(cfg, env.device))
-    start_weights(task, parts, checkpointer, resume_from, cfg, env)
+    if resume_from:
+        checkpointer.restore(resume_from, parts)
     write_run_files(cfg, env, out_dir)
     # observability: speed line, metrics.jsonl, TRAIN.REPORT_TO sinks (common/engine/log.py); no random draw, and
     # after the resume check: nothing is written into another experiment's folder
     logger = build_train_logger(cfg, env, out_dir, log_dir, cfg_name, module, total_batch_size(cfg, env.world_size),
                                 int(cfg.TRAIN.END_EPOCH) * steps_per_epoch)
-    apply_gpu_path(module, cfg, env.device)  # TRAIN.PAD_TO_MULTIPLE_OF, TRAIN.COMPILE_LAYERS (no random draw)
-    return Run(cfg, env, out_dir, wrap_module(module, cfg, env), train_loader, val_loader, optimizer, parts.schedule,
-               parts.amp, checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg), state)
+    run = Run(cfg, env, out_dir, module, train_loader, val_loader, optimizer, parts.schedule, parts.amp,
+              checkpointer, logger, build_metrics(task, cfg), build_metrics(task, cfg), state)
+    run.model = wrap_module(module, cfg, env, train_loader)
+    return run

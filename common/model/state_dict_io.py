@@ -16,10 +16,15 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint_file(path: str, hint: str = "") -> dict:
-    """Read a .safetensors file or a torch pickle with weights_only=True; errors name the file.
+    """Read a .safetensors file or a torch pickle with weights_only=True, or a DCP checkpoint folder as the dict of
+    its `.model` conversion (common/model/dcp_files.py); errors name the file.
 
     `hint` is appended to the message when the file is missing (e.g. where to download it and where to put it).
     """
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, ".metadata")):  # a TRAIN.CHECKPOINT_FORMAT dcp folder
+        from common.model.dcp_files import to_model_file
+
+        return to_model_file(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint file not found: {path}" + (f". {hint}" if hint else ""))
     try:

@@ -144,6 +144,8 @@ PATH_METHODS = {"write_text", "write_bytes"}  # pathlib
 ALLOWED = {
     "common/atomic_write.py": "the helper itself",
     "common/engine/checkpoint.py": "save_atomic: the checkpoints' own temp file + fsync + os.replace",
+    "common/engine/dcp_checkpoint.py": "DCP folders: written as {name}.dcp.tmp (trainer.pt through save_atomic) and "
+                                       "renamed to {name}.dcp only once every rank's shard is complete",
     "common/engine/sinks.py": "MetricsFile: metrics.jsonl is an append-only log (one flushed line per record, a "
                               "resumed run appends; a line cut by a crash is closed before the next)",
 }
