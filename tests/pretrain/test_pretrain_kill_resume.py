@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_pretrain_step_resume import PREFIX, RUN, all_tensors, tiny, toy_vocab
+from test_pretrain_step_resume import PREFIX, RUN, tiny, toy_vocab
+
+from tests.checkpoint_tensors import checkpoint_tensors
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = "cfgs/pretrain/toy_cpu.yaml"
@@ -96,7 +98,7 @@ def kill_and_resume(launcher: list[str], cfg: str, run: str, prefix: str, overri
     expected, got = (torch.load(out / run / f"{prefix}-0001.model", map_location="cpu", weights_only=True)
                      for out in (straight, killed))
     assert got["train_state"] == expected["train_state"]
-    expected_tensors, got_tensors = all_tensors(expected), all_tensors(got)
+    expected_tensors, got_tensors = checkpoint_tensors(expected), checkpoint_tensors(got)
     assert got_tensors.keys() == expected_tensors.keys()
     assert any(key.startswith("state_dict.vlbert.encoder.") for key in got_tensors)
     assert any(key.startswith("optimizer.state.") for key in got_tensors)

@@ -16,6 +16,7 @@ from common.engine.checkpoint import load_checkpoint
 from common.engine.dist import DistEnv
 from common.engine.trainer import fit
 from pretrain.task import TASK
+from tests.checkpoint_tensors import checkpoint_tensors
 
 RUN = "toy_cpu/train_train"
 PREFIX = "vl-bert_toy_pretrain_multitask"
@@ -46,15 +47,6 @@ def tiny(bert_dir, vocab_size: int, out) -> list[str]:
             "TRAIN.CHECKPOINT_EVERY_STEPS", "3", "TRAIN.KEEP_LAST", "0", "LOG_FREQUENT", "100"]
 
 
-def all_tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    found: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        found |= all_tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
 
 @pytest.mark.slow
 def test_multitask_pretraining_resumed_mid_epoch_is_bitwise_identical(toy_root, minilm_dir, tmp_path):
@@ -72,7 +64,7 @@ def test_multitask_pretraining_resumed_mid_epoch_is_bitwise_identical(toy_root, 
     assert state.global_step == 20
     expected, got = (load_checkpoint(str(out / RUN / f"{PREFIX}-0001.model")) for out in (straight, resumed))
     assert got["train_state"] == expected["train_state"]
-    expected_tensors, got_tensors = all_tensors(expected), all_tensors(got)
+    expected_tensors, got_tensors = checkpoint_tensors(expected), checkpoint_tensors(got)
     assert got_tensors.keys() == expected_tensors.keys()
     different = [key for key, value in expected_tensors.items() if not torch.equal(got_tensors[key], value)]
     assert not different, f"{len(different)} of {len(expected_tensors)} tensors differ, e.g. {different[:5]}"

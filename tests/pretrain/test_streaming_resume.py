@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_pretrain_kill_resume import kill_and_resume
-from test_pretrain_step_resume import all_tensors
 from torch.utils.data import DataLoader
 
 from common.data.loader import set_epoch
@@ -19,6 +18,7 @@ from common.engine.checkpoint import load_checkpoint
 from common.engine.dist import DistEnv
 from common.engine.trainer import fit
 from pretrain.task import TASK
+from tests.checkpoint_tensors import checkpoint_tensors
 from tests.pretrain.test_streaming import captions, same, shard_config
 
 RUN = "toy_shards_cpu/train_train"
@@ -73,7 +73,7 @@ def test_toy_pretraining_on_shards_resumed_mid_epoch_is_bitwise_identical(toy_sh
     assert state.global_step == 12
     expected, got = (load_checkpoint(str(out / RUN / f"{PREFIX}-0001.model")) for out in (straight, resumed))
     assert got["train_state"] == expected["train_state"]
-    expected_tensors, got_tensors = all_tensors(expected), all_tensors(got)
+    expected_tensors, got_tensors = checkpoint_tensors(expected), checkpoint_tensors(got)
     assert got_tensors.keys() == expected_tensors.keys()
     different = [key for key, value in expected_tensors.items() if not torch.equal(got_tensors[key], value)]
     assert not different, f"{len(different)} of {len(expected_tensors)} tensors differ, e.g. {different[:5]}"

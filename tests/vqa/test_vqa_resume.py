@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor
 from vqa_fixtures import REPO, TOY_CFG, tiny_overrides
+
+from tests.checkpoint_tensors import checkpoint_tensors
 
 RUN_DIR = Path("output", "toy", "vqa", "toy_cpu", "val2014_train")
 PREFIX = "vl-bert_toy_prec_vqa"
@@ -32,16 +33,6 @@ def train(launcher: list[str], out: Path, overrides: list[str]) -> str:
     return output
 
 
-def tensors(tree, prefix: str = "") -> dict[str, Tensor]:
-    """Every tensor in a checkpoint, by its path (`optimizer.state.3.exp_avg`, `rng[1].torch`, ...)."""
-    if isinstance(tree, Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    found: dict[str, Tensor] = {}
-    for key, value in items:
-        found |= tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
 
 def check_resume_is_bitwise(launcher: list[str], tmp_path: Path, overrides: list[str]) -> None:
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -54,7 +45,7 @@ def check_resume_is_bitwise(launcher: list[str], tmp_path: Path, overrides: list
     expected, got = (torch.load(out / RUN_DIR / f"{PREFIX}-0001.model", map_location="cpu", weights_only=True)
                      for out in (straight, resumed))
     assert got["train_state"] == expected["train_state"]
-    expected_tensors, got_tensors = tensors(expected), tensors(got)
+    expected_tensors, got_tensors = checkpoint_tensors(expected), checkpoint_tensors(got)
     assert got_tensors.keys() == expected_tensors.keys()
     assert any(key.startswith("state_dict.vlbert.encoder.") for key in got_tensors)
     assert any(key.startswith("optimizer.state.") for key in got_tensors)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_vqa_resume import PREFIX, RESUME_RUN, RUN_DIR, tensors, train
+from test_vqa_resume import PREFIX, RESUME_RUN, RUN_DIR, train
 from vqa_fixtures import tiny_overrides
 
 from common.engine.dist import DistEnv
 from common.engine.resume_check import ResumeMismatchError
 from common.engine.trainer import fit
+from tests.checkpoint_tensors import checkpoint_tensors
 
 STEP_RUN = ["NUM_WORKERS_PER_GPU", "1", "TRAIN.CHECKPOINT_EVERY_STEPS", "3", "TRAIN.KEEP_LAST", "0"]  # 7 steps an epoch
 
@@ -35,7 +36,7 @@ def check_mid_epoch_resume_is_bitwise(launcher: list[str], tmp_path: Path, overr
     expected, got = (torch.load(out / RUN_DIR / f"{PREFIX}-0001.model", map_location="cpu", weights_only=True)
                      for out in (straight, resumed))
     assert got["train_state"] == expected["train_state"]
-    expected_tensors, got_tensors = tensors(expected), tensors(got)
+    expected_tensors, got_tensors = checkpoint_tensors(expected), checkpoint_tensors(got)
     assert got_tensors.keys() == expected_tensors.keys()
     assert any(key.startswith("state_dict.vlbert.encoder.") for key in got_tensors)
     different = [key for key, value in expected_tensors.items() if not torch.equal(got_tensors[key], value)]

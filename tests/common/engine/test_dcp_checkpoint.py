@@ -8,7 +8,6 @@ import shutil
 
 import pytest
 import torch
-from torch import Tensor
 
 from common.config import load_config
 from common.engine.dist import DistEnv
@@ -16,6 +15,7 @@ from common.engine.trainer import fit
 from common.model.dcp_files import read_tensor_metadata, to_model_file
 from common.model.state_dict_io import read_checkpoint_file
 from external import convert_checkpoint
+from tests.checkpoint_tensors import checkpoint_tensors
 from tests.common.engine.standin_task import STANDIN
 from tests.common.engine.test_engine import YAML
 
@@ -28,16 +28,6 @@ def train(out, *overrides: str):
     return fit(STANDIN, cfg, DistEnv(), "standin")
 
 
-def tensors(tree, prefix: str = "") -> dict[str, Tensor]:
-    """Every tensor in a checkpoint, by its path (`optimizer.state.3.exp_avg`, `rng.1.torch`, ...)."""
-    if isinstance(tree, Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    found: dict[str, Tensor] = {}
-    for key, value in items:
-        found |= tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
 
 def without_config(checkpoint: dict) -> dict:
     return {k: v for k, v in checkpoint.items() if k != "config"}
@@ -45,7 +35,8 @@ def without_config(checkpoint: dict) -> dict:
 
 def assert_same_checkpoint(got: dict, expected: dict) -> None:
     """Every tensor equal bit for bit, and the non-tensor entries (param groups, train state) equal."""
-    got_tensors, expected_tensors = tensors(without_config(got)), tensors(without_config(expected))
+    got_tensors = checkpoint_tensors(without_config(got))
+    expected_tensors = checkpoint_tensors(without_config(expected))
     assert got_tensors.keys() == expected_tensors.keys()
     assert [k for k in expected_tensors if not torch.equal(got_tensors[k], expected_tensors[k])] == []
     assert got["optimizer"]["param_groups"] == expected["optimizer"]["param_groups"]
@@ -64,7 +55,7 @@ def test_dcp_folder_converts_to_the_model_file_of_the_same_run(tmp_path):
     convert_checkpoint.main(["--dcp", str(folder), "--out", str(out)])
     assert_same_checkpoint(torch.load(out, weights_only=True), expected)
     # every test script reads checkpoints through read_checkpoint_file, which takes the folder itself too
-    assert tensors(read_checkpoint_file(str(folder))["state_dict"]).keys() == expected["state_dict"].keys()
+    assert checkpoint_tensors(read_checkpoint_file(str(folder))["state_dict"]).keys() == expected["state_dict"].keys()
 
 
 def test_dcp_resume_is_bitwise_identical(tmp_path):

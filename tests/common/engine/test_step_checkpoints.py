@@ -20,6 +20,7 @@ from common.engine.checkpoint import Checkpointer, load_checkpoint
 from common.engine.dist import DistEnv
 from common.engine.run import build_metrics
 from common.engine.trainer import evaluate, fit
+from tests.checkpoint_tensors import checkpoint_tensors
 from tests.common.engine.standin_task import STANDIN, StandInModule
 from tests.common.engine.test_engine import ENTRY, YAML, launch
 
@@ -37,20 +38,11 @@ def names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.model"))
 
 
-def all_tensors(tree, prefix: str = "") -> dict[str, torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return {prefix: tree}
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    found: dict[str, torch.Tensor] = {}
-    for key, value in items:
-        found |= all_tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    return found
-
 
 def assert_bitwise(got: dict, expected: dict) -> None:
     """Every tensor of two checkpoints (weights, optimizer moments, generator states) equal bit for bit."""
     assert got["train_state"] == expected["train_state"]
-    got_tensors, expected_tensors = all_tensors(got), all_tensors(expected)
+    got_tensors, expected_tensors = checkpoint_tensors(got), checkpoint_tensors(expected)
     assert got_tensors.keys() == expected_tensors.keys()
     assert any(k.startswith("optimizer.state.") for k in got_tensors)
     different = [k for k, v in expected_tensors.items() if not torch.equal(got_tensors[k], v)]
