@@ -1,5 +1,5 @@
 """The image-text retrieval plug-in for the shared engine: caption-image pairs of a Karpathy split per split, the
-retrieval module, the `MatchAcc` host metric (matching head on positives and hard negatives), the data check and
+retrieval module, the `BatchR1` host metric (the dual encoder's in-batch R@1) beside `MatchAcc`, the data check and
 the `--do-test` step (the two-stage evaluation of `retrieval/evaluate.py`)."""
 from __future__ import annotations
 
@@ -63,8 +63,10 @@ class InBatchRecall(Metric):
 
 
 def build_retrieval_metrics(cfg: ConfigNode) -> list[Metric]:
-    """MatchAcc (host), ITC-R@1 in the batch; the engine adds TRAIN.LOSS_LOGGERS (ITCLoss, ITMLoss)."""
-    return [PairMatchAccuracy("MatchAcc"), InBatchRecall("BatchR1")]
+    """BatchR1 (host: the dual encoder's in-batch R@1, which decides what the second stage gets to see), MatchAcc;
+    the engine adds TRAIN.LOSS_LOGGERS (ITCLoss, ITMLoss). MatchAcc is no host: with two hard negatives per positive
+    a head that answers "no" to everything already scores 2/3, and it did for whole toy runs."""
+    return [InBatchRecall("BatchR1"), PairMatchAccuracy("MatchAcc")]
 
 
 def test_after_training(cfg: ConfigNode, ckpt_path: str, env: DistEnv) -> str | None:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from common.model.task_base import VLBertTaskModule, gather_by_tags
+from common.model.vlbert_outputs import VLBertOutput
 
 
 def check_matching_config(cfg, task: str) -> None:
@@ -29,10 +30,15 @@ def matching_head(cfg) -> nn.Sequential:
     return head
 
 
-def pooled_pair_states(module: VLBertTaskModule, ids: Tensor, obj_reps: Tensor, box_mask: Tensor) -> Tensor:
-    """Pooled [CLS] state [B, h] of `[CLS] caption [SEP]` (ids [B, T], 0-padded) over the boxes obj_reps
-    [B, N, D] (box_mask [B, N]); every token reads the whole-image box 0 as its visual feature, segment 0."""
+def pair_states(module: VLBertTaskModule, ids: Tensor, obj_reps: Tensor, box_mask: Tensor) -> VLBertOutput:
+    """Last-layer states [B, L, h] and pooled [CLS] state [B, h] of `[CLS] caption [SEP]` (ids [B, T], 0-padded)
+    over the boxes obj_reps [B, N, D] (box_mask [B, N]); every token reads the whole-image box 0 as its visual
+    feature, segment 0."""
     text_visual = gather_by_tags(obj_reps, torch.zeros_like(ids))
-    states = module.vlbert(ids, torch.zeros_like(ids), text_visual, ids > 0, module.object_inputs(obj_reps),
-                           box_mask, output_all_encoded_layers=False)
-    return states.pooled
+    return module.vlbert(ids, torch.zeros_like(ids), text_visual, ids > 0, module.object_inputs(obj_reps),
+                         box_mask, output_all_encoded_layers=False)
+
+
+def pooled_pair_states(module: VLBertTaskModule, ids: Tensor, obj_reps: Tensor, box_mask: Tensor) -> Tensor:
+    """The pooled [CLS] state [B, h] of `pair_states`."""
+    return pair_states(module, ids, obj_reps, box_mask).pooled

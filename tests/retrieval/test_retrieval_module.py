@@ -88,3 +88,30 @@ def test_embeddings_are_unit_vectors_and_do_not_depend_on_the_batch(retrieval_ti
         text_alone = module({"text": alone["text"]})["text_embedding"]
     torch.testing.assert_close(texts.norm(dim=1), torch.ones(3))
     torch.testing.assert_close(texts[1], text_alone[0], rtol=1e-4, atol=1e-5)  # padding does not leak in
+
+
+def test_first_stage_reads_the_cls_state_and_the_pooler_belongs_to_the_matching_head(retrieval_tiny_cfg):
+    """The dual encoder projects the last layer's [CLS] state itself: the pooler the matching head trains leaves
+    both embeddings unchanged (sharing it kept the contrastive loss at ln B on the toy world), while the matching
+    logits move with it; and the embeddings equal the projections of that state, computed here from the encoder."""
+    cfg = retrieval_tiny_cfg()
+    torch.manual_seed(0)
+    module = RETRIEVAL.build_module(cfg).eval()
+    dataset = RETRIEVAL.build_dataset(cfg, "test")
+    batch = collate_dicts([dataset[i] for i in (0, 9, 17)], dataset.PAD_RULES)
+    image_batch = {k: batch[k] for k in ("boxes", "box_features", "im_info")}
+    with torch.no_grad():
+        before = (module({"text": batch["text"]})["text_embedding"], module(image_batch)["image_embedding"],
+                  module({"text": batch["text"], **image_batch})["match_logits"])
+        regions = module.encode_regions(image_batch)
+        ids = torch.tensor([module.cls_id, module.sep_id]).expand(3, -1)
+        cls_state = module.vlbert(ids, torch.zeros_like(ids), regions.obj_reps[:, :1].expand(-1, 2, -1), ids > 0,
+                                  module.object_inputs(regions.obj_reps), regions.box_mask,
+                                  output_all_encoded_layers=False).encoded[:, 0]
+        torch.testing.assert_close(before[1], F.normalize(module.itc_image_proj(cls_state), dim=-1))
+        module.vlbert.pooler.dense.weight.mul_(-3.0)
+        after = (module({"text": batch["text"]})["text_embedding"], module(image_batch)["image_embedding"],
+                 module({"text": batch["text"], **image_batch})["match_logits"])
+    torch.testing.assert_close(after[0], before[0])
+    torch.testing.assert_close(after[1], before[1])
+    assert not torch.allclose(after[2], before[2])
