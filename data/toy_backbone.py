@@ -13,6 +13,7 @@ The images go through the same preprocessing as the tasks' (BGR, 0-255, Caffe me
 import argparse
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -69,19 +70,15 @@ def build_resnet(num_layers: int) -> torch.nn.Module:
     return builders[num_layers](weights=None, num_classes=sum(width for _, width in HEADS))
 
 
-def train(out: str, num_layers: int = 18, steps: int = 500, batch: int = 64, seed: int = 0,
-          lr: float = 1e-3, held_out: int = 512) -> dict[str, float]:
-    """Train and write the weights to `out` (atomically); returns the accuracy per head on `held_out` new crops."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 9100])
-    model = build_resnet(num_layers)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+def train_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, lr: float, steps: int,
+                batch_loss: Callable[[int], tuple[torch.Tensor, list[float]]]) -> None:
+    """`steps` optimizer steps under a one-cycle schedule peaking at `lr` (10 % warm-up), progress logged every 50;
+    batch_loss(step) -> (loss, [shape accuracy, colour accuracy]) of a fresh batch. Leaves the model in eval mode."""
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
     start = time.time()
     model.train()
     for step in range(steps):
-        images, labels = crop_batch(rng, batch)
-        loss, accuracies = head_losses(model(images), labels)
+        loss, accuracies = batch_loss(step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -90,6 +87,21 @@ def train(out: str, num_layers: int = 18, steps: int = 500, batch: int = 64, see
             log.info("step %d/%d loss %.3f accuracy shape %.2f colour %.2f (%.0f s)", step + 1, steps, loss.item(),
                      *accuracies, time.time() - start)
     model.eval()
+
+
+def train(out: str, num_layers: int = 18, steps: int = 500, batch: int = 64, seed: int = 0,
+          lr: float = 1e-3, held_out: int = 512) -> dict[str, float]:
+    """Train and write the weights to `out` (atomically); returns the accuracy per head on `held_out` new crops."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 9100])
+    model = build_resnet(num_layers)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+
+    def batch_loss(step: int) -> tuple[torch.Tensor, list[float]]:
+        images, labels = crop_batch(rng, batch)
+        return head_losses(model(images), labels)
+
+    train_steps(model, optimizer, lr, steps, batch_loss)
     held_out_rng = np.random.default_rng([seed, 9200])
     with torch.no_grad():
         images, labels = crop_batch(held_out_rng, held_out)

@@ -13,7 +13,6 @@ statistics of timm's ViT weights), NETWORK.IMAGE_PRETRAINED the file.
 """
 import argparse
 import logging
-import time
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from torch import nn
 from common.data.transforms import CAFFE_PIXEL_MEANS
 from common.engine.checkpoint import save_atomic
 from common.model.timm_backbone import FEATURE_STRIDE, TimmBackbone, parse_backbone_args, pixel_statistics
-from data.toy_backbone import CROP, HEADS, crop_batch, head_losses
+from data.toy_backbone import CROP, HEADS, crop_batch, head_losses, train_steps
 
 log = logging.getLogger("data.toy_vit")
 ARCH = "vit_tiny_patch16_224"
@@ -91,20 +90,12 @@ def train(out: str, steps: int = 600, batch: int = 8, seed: int = 0, lr: float =
     model = ToyViTTrainer(backbone)
     means, stds = pixel_statistics(backbone)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.1)
-    start = time.time()
-    model.train()
-    for step in range(steps):
+
+    def batch_loss(step: int) -> tuple[torch.Tensor, list[float]]:
         images, labels = mosaic_batch(rng, batch, small=bool(step % 2))
-        loss, accuracies = step_loss(model, renormalize(images, means, stds), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 50 == 0 or step == steps - 1:
-            log.info("step %d/%d loss %.3f accuracy shape %.2f colour %.2f (%.0f s)", step + 1, steps, loss.item(),
-                     *accuracies, time.time() - start)
-    model.eval()
+        return step_loss(model, renormalize(images, means, stds), labels)
+
+    train_steps(model, optimizer, lr, steps, batch_loss)
     with torch.no_grad():
         images, labels = mosaic_batch(np.random.default_rng([seed, 9400]), held_out, small=True)
         _, accuracies = step_loss(model, renormalize(images, means, stds), labels)

@@ -63,7 +63,14 @@ def cells_as_regions(fmap: Tensor, im_info: Tensor, stride: int,
 
 
 class CellRegions(RegionEncoder):
-    """What the grid and patch front-ends share: features computed per cell in `encode`, then the box projection."""
+    """What the grid and patch front-ends share: a backbone whose features are computed per cell in `encode`, then
+    the box projection."""
+
+    def __init__(self, backbone: nn.Module, final_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_dim = backbone.out_channels
+        self.add_projection(final_dim, semantic=False)
 
     def raw_features(self, images: Tensor | None, boxes: Tensor, box_index: Tensor, box_features: Tensor | None,
                      segms: Tensor | None) -> Tensor:
@@ -111,13 +118,10 @@ class GridCells(CellRegions):
     """Per-cell features [B, N, final_dim] from images [B, 3, H, W]; N = 1 + cells (pooled GRID_POOL x GRID_POOL)."""
 
     def __init__(self, backbone: nn.Module, final_dim: int = 768, pool: int = 1):
-        super().__init__()
         if int(pool) < 1:
             raise ValueError(f"NETWORK.GRID_POOL must be >= 1, found {pool}")
-        self.backbone = backbone
+        super().__init__(backbone, final_dim)
         self.pool = int(pool)
-        self.feature_dim = backbone.out_channels
-        self.add_projection(final_dim, semantic=False)
 
     @classmethod
     def from_config(cls, cfg: Any) -> GridCells:

@@ -18,13 +18,10 @@ class PatchTokens(CellRegions):
     """Per-patch features [B, N, final_dim] from images [B, 3, H, W]; N = 1 + patches of the largest image."""
 
     def __init__(self, backbone: TimmBackbone, final_dim: int = 768):
-        super().__init__()
         if not backbone.has_tokens:
             raise ValueError(f"NETWORK.VISUAL_TOKENS patches needs a ViT-style NETWORK.BACKBONE (patch tokens); "
                              f"{backbone.name!r} gives a feature map: use NETWORK.VISUAL_TOKENS grid")
-        self.backbone = backbone
-        self.feature_dim = backbone.out_channels
-        self.add_projection(final_dim, semantic=False)
+        super().__init__(backbone, final_dim)
 
     @classmethod
     def from_config(cls, cfg: Any) -> PatchTokens:
