@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from common.config import load_config
 from common.data.transforms import resize, to_normalized_tensor
-from common.model.backbones import build_feature_backbone
-from common.model.timm_backbone import FEATURE_STRIDE
+from common.model.grid_cells import GridCells
 from data.shape_world.generate import WORLD_SIZES
 from data.shape_world.vocab import COLOUR_NAMES, SHAPE_NAMES
 from data.shape_world.world import render, sample_scene
@@ -26,11 +25,10 @@ from vqa.config import add_vqa_defaults
 
 def centre_cells(cfg, scenes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(features [N, C] of the cell under each object's box centre, labels [N, 2] = colour, shape indices)."""
-    backbone = build_feature_backbone(cfg)
-    backbone.load_pretrained_from_config(cfg)
-    backbone.eval()
-    pool, (min_size, max_size) = int(cfg.NETWORK.GRID_POOL), (int(cfg.SCALES[0]), int(cfg.SCALES[1]))
-    stride = FEATURE_STRIDE * pool
+    grid = GridCells.from_config(cfg)  # the grid front-end itself: its backbone, GRID_POOL and cell stride
+    grid.load_pretrained_from_config(cfg)
+    grid.eval()
+    min_size, max_size = int(cfg.SCALES[0]), int(cfg.SCALES[1])
     rng, sizes = np.random.default_rng(seed), WORLD_SIZES["demo"].image_sizes
     features, labels = [], []
     with torch.no_grad():
@@ -39,9 +37,7 @@ def centre_cells(cfg, scenes: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
             scene = sample_scene(rng, width, height)
             boxes = torch.tensor([obj.box for obj in scene.objects], dtype=torch.float32)
             image, boxes, _ = resize(render(scene), boxes, min_size, max_size)
-            fmap = backbone(to_normalized_tensor(image)[None])
-            if pool > 1:
-                fmap = F.avg_pool2d(fmap, pool, ceil_mode=True)
+            fmap, _, stride = grid.cell_features(to_normalized_tensor(image)[None])
             for obj, box in zip(scene.objects, boxes.tolist(), strict=True):
                 col = min(int((box[0] + box[2]) / 2 // stride), fmap.shape[3] - 1)
                 row = min(int((box[1] + box[3]) / 2 // stride), fmap.shape[2] - 1)
