@@ -69,10 +69,12 @@ def run_retrieval(cfg: ConfigNode, ckpt_path: str, env: DistEnv, result_dir: str
                                    "image_embedding")
     texts = outputs_on_every_rank(module, TextItems(split), cfg, env, device, "text_embedding")
     candidates = first_stage(texts, images, k, chunk)
-    pairs = candidates.pairs()
-    log.info("retrieval: the matching head re-scores %d (caption, image) pairs", len(pairs))
-    logits = score_pairs(module, split, cfg, env, device, pairs)
-    if logits is None:
+    logits = {}
+    if rescore != "itc":
+        pairs = candidates.pairs()
+        log.info("retrieval: the matching head re-scores %d (caption, image) pairs", len(pairs))
+        logits = score_pairs(module, split, cfg, env, device, pairs)
+    if not env.is_main:  # the pairs' logits (and the result) live on rank 0
         return None
     scores_i2t, scores_t2i = final_scores(candidates, logits, len(split.texts), len(split.images), rescore)
     metrics = retrieval_metrics(scores_i2t, scores_t2i, split.text_image)

@@ -1,7 +1,7 @@
 """Image-text retrieval of a Karpathy image set with a trained checkpoint: R@1/5/10 both ways and their mean
 (`txt_r*`: image->text, `img_r*`: text->image, percent, as ALBEF) and `{result_name}_retrieval_{split}.json`.
 
-    python retrieval/test.py --cfg CFG --ckpt CKPT [--split test] [--k 128] [--chunk 1024] [--rescore itm+itc]
+    python retrieval/test.py --cfg CFG --ckpt CKPT [--split test] [--k 128] [--chunk 1024] [--rescore itm+itc|itm|itc]
                              [--bs 32] [--result-path DIR] [--result-name NAME] [KEY VALUE ...]
     ./scripts/dist_run_single.sh N retrieval/test.py CFG OUT --ckpt CKPT [...]     (N processes, the same file)
 
@@ -29,7 +29,8 @@ def main(argv: Sequence[str] | None = None) -> RetrievalResult | None:
     parser.add_argument("--k", type=int, default=DEFAULT_K, help="candidates per query the matching head re-scores")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, help="rows of the similarity matrix at a time")
     parser.add_argument("--rescore", default="itm+itc", choices=RESCORE_RULES,
-                        help="score of a re-scored pair: the matching logit, or plus the first-stage similarity")
+                        help="score of a candidate: the matching logit plus the first-stage similarity, the logit "
+                        "alone, or the first-stage similarity alone (itc: the dual encoder, no re-scoring)")
     args = parser.parse_args(argv)
     with evaluation_session(args) as env:
         cfg = load_config(args.cfg, config_overrides(args.opts), add_task_defaults=RETRIEVAL.add_defaults)

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from common.engine import dist
 
-RESCORE_RULES = ("itm", "itm+itc")
+RESCORE_RULES = ("itm", "itm+itc", "itc")
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,22 @@ def first_stage(text_embeddings: Tensor, image_embeddings: Tensor, k: int, chunk
 def final_scores(candidates: Candidates, pair_logits: dict[tuple[int, int], float], num_texts: int,
                  num_images: int, rescore: str = "itm+itc") -> tuple[Tensor, Tensor]:
     """(scores_i2t [I, T], scores_t2i [T, I]): a re-scored candidate gets its matching logit ("itm", as ALBEF) or
-    the logit plus its first-stage similarity ("itm+itc", as BLIP); every other entry is -inf, below them all."""
+    the logit plus its first-stage similarity ("itm+itc", as BLIP); with "itc" a candidate keeps its first-stage
+    similarity (the dual encoder alone; `pair_logits` is not read). Every other entry is -inf, below them all."""
     if rescore not in RESCORE_RULES:
         raise ValueError(f"unknown re-scoring rule {rescore!r}; choose one of {RESCORE_RULES}")
-    with_similarity = rescore == "itm+itc"
+    with_similarity = rescore != "itm"
+    with_logit = rescore != "itc"
     t2i = torch.full((num_texts, num_images), float("-inf"), dtype=torch.float64)
     i2t = torch.full((num_images, num_texts), float("-inf"), dtype=torch.float64)
     for text, (images, sims) in enumerate(zip(candidates.t2i_index.tolist(), candidates.t2i_similarity.tolist(),
                                               strict=True)):
         for image, sim in zip(images, sims, strict=True):
-            t2i[text, image] = pair_logits[(text, image)] + (sim if with_similarity else 0.0)
+            t2i[text, image] = ((pair_logits[(text, image)] if with_logit else 0.0)
+                                 + (sim if with_similarity else 0.0))
     for image, (texts, sims) in enumerate(zip(candidates.i2t_index.tolist(), candidates.i2t_similarity.tolist(),
                                               strict=True)):
         for text, sim in zip(texts, sims, strict=True):
-            i2t[image, text] = pair_logits[(text, image)] + (sim if with_similarity else 0.0)
+            i2t[image, text] = ((pair_logits[(text, image)] if with_logit else 0.0)
+                                 + (sim if with_similarity else 0.0))
     return i2t, t2i

@@ -97,6 +97,8 @@ def test_first_stage_reads_the_cls_state_and_the_pooler_belongs_to_the_matching_
     cfg = retrieval_tiny_cfg()
     torch.manual_seed(0)
     module = RETRIEVAL.build_module(cfg).eval()
+    module.itc_image_norm.running_mean.normal_()  # statistics other than (0, 1), so the test sees them applied
+    module.itc_image_norm.running_var.uniform_(0.5, 2.0)
     dataset = RETRIEVAL.build_dataset(cfg, "test")
     batch = collate_dicts([dataset[i] for i in (0, 9, 17)], dataset.PAD_RULES)
     image_batch = {k: batch[k] for k in ("boxes", "box_features", "im_info")}
@@ -108,10 +110,50 @@ def test_first_stage_reads_the_cls_state_and_the_pooler_belongs_to_the_matching_
         cls_state = module.vlbert(ids, torch.zeros_like(ids), regions.obj_reps[:, :1].expand(-1, 2, -1), ids > 0,
                                   module.object_inputs(regions.obj_reps), regions.box_mask,
                                   output_all_encoded_layers=False).encoded[:, 0]
-        torch.testing.assert_close(before[1], F.normalize(module.itc_image_proj(cls_state), dim=-1))
+        torch.testing.assert_close(
+            before[1], F.normalize(module.itc_image_proj(module.itc_image_norm(cls_state)), dim=-1))
         module.vlbert.pooler.dense.weight.mul_(-3.0)
         after = (module({"text": batch["text"]})["text_embedding"], module(image_batch)["image_embedding"],
                  module({"text": batch["text"], **image_batch})["match_logits"])
     torch.testing.assert_close(after[0], before[0])
     torch.testing.assert_close(after[1], before[1])
     assert not torch.allclose(after[2], before[2])
+
+
+def test_a_component_common_to_every_cls_state_does_not_reach_the_embeddings(retrieval_tiny_cfg):
+    """After pre-training, the [CLS] states of every caption (and of every image) share one large component; the
+    dual encoder standardises them over the batch before projecting, so adding one vector to every [CLS] state leaves
+    the training embeddings as they were, while at evaluation the running statistics of training are used."""
+    cfg = retrieval_tiny_cfg("NETWORK.VLBERT.hidden_dropout_prob", "0.0",
+                             "NETWORK.VLBERT.attention_probs_dropout_prob", "0.0")
+    torch.manual_seed(0)
+    module = RETRIEVAL.build_module(cfg).train()
+    dataset = RETRIEVAL.build_dataset(cfg, "test")
+    batch = collate_dicts([dataset[i] for i in (0, 9, 17, 30)], dataset.PAD_RULES)
+    image_batch = {k: batch[k] for k in ("boxes", "box_features", "im_info")}
+    offset = 10.0 * torch.randn(cfg.NETWORK.VLBERT.hidden_size)
+
+    def add_offset(_module, _inputs, output):
+        encoded = output.encoded.clone()
+        encoded[:, 0] += offset
+        return output._replace(encoded=encoded)
+
+    def embeddings():  # the box-feature projection has a dropout of its own: the same draws both times
+        torch.manual_seed(1)
+        return module({"text": batch["text"]})["text_embedding"], module(image_batch)["image_embedding"]
+
+    with torch.no_grad():
+        plain = embeddings()
+        handle = module.vlbert.register_forward_hook(add_offset)
+        shifted = embeddings()
+        handle.remove()
+    torch.testing.assert_close(shifted[0], plain[0], rtol=0, atol=2e-3)
+    torch.testing.assert_close(shifted[1], plain[1], rtol=0, atol=2e-3)
+    # the running statistics followed the batches (the shifted ones included) and evaluation reads them
+    assert module.itc_text_norm.running_mean.abs().max() > 1.0
+    with torch.no_grad():
+        training_alone = module({"text": batch["text"][:1]})["text_embedding"]  # one row: running statistics
+        module.eval()
+        evaluated = module({"text": batch["text"]})["text_embedding"]
+    torch.testing.assert_close(training_alone[0], evaluated[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(evaluated, plain[0], atol=1e-2)

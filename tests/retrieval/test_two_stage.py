@@ -54,7 +54,7 @@ def every_pair(retrieval_tiny_checkpoint):
     return text_emb @ image_emb.T, logits, split
 
 
-@pytest.mark.parametrize("k,rescore", [(1000, "itm"), (3, "itm+itc")])
+@pytest.mark.parametrize("k,rescore", [(1000, "itm"), (3, "itm+itc"), (4, "itc")])
 def test_test_script_equals_scoring_every_pair(retrieval_tiny_checkpoint, every_pair, small_world_root,
                                                vocab_only_bert_dir, tmp_path, k, rescore):
     from retrieval_fixtures import TOY_CFG, tiny_overrides
@@ -64,7 +64,7 @@ def test_test_script_equals_scoring_every_pair(retrieval_tiny_checkpoint, every_
                                "tiny", "--k", str(k), "--chunk", "7", "--rescore", rescore, "--bs", "5",
                                *tiny_overrides(vocab_only_bert_dir, small_world_root)])
     similarity, logits, split = every_pair
-    scores = logits.double() + (similarity.double() if rescore == "itm+itc" else 0)
+    scores = ((logits.double() if rescore != "itc" else 0) + (similarity.double() if rescore != "itm" else 0))
     if k < len(split.images):  # only each query's k best by similarity are re-scored, the rest rank below
         keep_t2i = torch.zeros_like(scores, dtype=torch.bool).scatter(
             1, torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k], True)
