@@ -76,25 +76,42 @@ class KarpathySplit:
                 "flipped": out["flipped"]}
 
 
+def interleaved_captions(text_image: Sequence[int]) -> list[int]:
+    """Caption indices in rounds: the first caption of every image (file order), then every second one, ...; so
+    that consecutive captions, and an unshuffled batch of them, show different images."""
+    rounds: dict[int, int] = {}
+    keys = []
+    for text, image in enumerate(text_image):
+        keys.append((rounds.get(image, 0), image, text))
+        rounds[image] = rounds.get(image, 0) + 1
+    return [text for _, _, text in sorted(keys)]
+
+
 class RetrievalPairs(EpochSeeded, Dataset):
     """One item per caption: its image's regions, `text` [T], `image_index` (the image's position in the split,
-    the label in-batch contrast and hard negatives read) and `index`. Flips come from (seed, epoch, index)."""
+    the label in-batch contrast and hard negatives read) and `index`. Flips come from (seed, epoch, index).
+
+    With `interleave` (the in-loop validation set, read unshuffled) the captions come in rounds
+    (`interleaved_captions`): in file order a batch of 16 would hold the captions of only 3-4 images, and the in-batch
+    metrics would rank among those."""
 
     PAD_RULES = PAD_RULES
 
-    def __init__(self, split: KarpathySplit, transform: VisualTransform, seed: int = 0):
+    def __init__(self, split: KarpathySplit, transform: VisualTransform, seed: int = 0, interleave: bool = False):
         self.split, self.transform = split, transform
+        self.order = interleaved_captions(split.text_image) if interleave else list(range(len(split.texts)))
         self.init_epoch_seed(seed)
 
     def __len__(self) -> int:
         return len(self.split.texts)
 
     def __getitem__(self, index: int) -> dict:
-        image = self.split.text_image[index]
+        text = self.order[index]
+        image = self.split.text_image[text]
         rng = random.Random(int(self.item_rng(index).integers(2**63)))
         regions = self.split.regions(image, self.transform, rng)
         return {"boxes": regions["boxes"], "box_features": regions["box_features"], "im_info": regions["im_info"],
-                "text": self.split.text_ids(index, regions.pop("flipped")), "image_index": image, "index": index}
+                "text": self.split.text_ids(text, regions.pop("flipped")), "image_index": image, "index": index}
 
 
 class ImageItems(Dataset):

@@ -37,8 +37,10 @@ def karpathy_split(cfg: ConfigNode, split: str) -> KarpathySplit:
 
 
 def build_retrieval_dataset(cfg: ConfigNode, split: str) -> RetrievalPairs:
-    """One item per caption of the split, with its image (training and in-loop validation)."""
-    return RetrievalPairs(karpathy_split(cfg, split), build_transform(cfg, split), seed=int(cfg.RNG_SEED))
+    """One item per caption of the split, with its image (training and in-loop validation; the validation captions
+    in rounds, so that its unshuffled batches show different images)."""
+    return RetrievalPairs(karpathy_split(cfg, split), build_transform(cfg, split), seed=int(cfg.RNG_SEED),
+                          interleave=split != "train")
 
 
 class PairMatchAccuracy(Metric):

@@ -12,7 +12,7 @@ import torch
 from common.data.preflight import Problems
 from common.data.transforms import build_transform
 from retrieval.check import check_retrieval_data
-from retrieval.dataset import ImageItems, PairItems, TextItems
+from retrieval.dataset import ImageItems, PairItems, TextItems, interleaved_captions
 from retrieval.karpathy import KarpathyError, read_karpathy
 from retrieval.task import RETRIEVAL, karpathy_split
 
@@ -73,6 +73,23 @@ def test_items_of_every_view(retrieval_tiny_cfg, small_world_root, cfg_extra):
     assert len(train) == len(train.split.texts)
     item = train[7]
     assert item["image_index"] == train.split.text_image[7] == 1
+
+
+def test_validation_captions_come_in_rounds_of_different_images(retrieval_tiny_cfg):
+    """Read unshuffled, in-loop validation batches hold one caption per image until every image had one."""
+    assert interleaved_captions([0, 0, 1, 1, 1, 2]) == [0, 2, 5, 1, 3, 4]
+    cfg = retrieval_tiny_cfg()
+    val = RETRIEVAL.build_dataset(cfg, "val")
+    split, images = val.split, len(val.split.images)
+    assert sorted(val.order) == list(range(len(split.texts)))  # every caption once
+    items = [val[i] for i in range(len(val))]
+    assert [item["image_index"] for item in items[:images]] == list(range(images))  # every image, file order
+    for position, item in enumerate(items):
+        text = val.order[position]
+        assert item["index"] == position and item["image_index"] == split.text_image[text]
+        assert torch.equal(item["text"], split.text_ids(text))
+    train = RETRIEVAL.build_dataset(cfg, "train")  # training keeps the file order (and shuffles)
+    assert [train[i]["image_index"] for i in range(6)] == train.split.text_image[:6]
 
 
 def test_data_check_passes_the_toy_world_and_names_a_missing_box_file(retrieval_tiny_cfg, small_world_root,
