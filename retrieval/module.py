@@ -31,6 +31,20 @@ from common.model.image_text import check_matching_config, matching_head, pair_s
 from common.model.task_base import VLBertTaskModule
 
 
+class Standardise(nn.BatchNorm1d):
+    """Per-dimension standardisation of [B, C] rows (BatchNorm1d without affine parameters: batch statistics in
+    training, running ones at evaluation); a training batch of one row has no spread of its own and reads the
+    running statistics."""
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False)
+
+    def forward(self, states: Tensor) -> Tensor:
+        if self.training and states.shape[0] == 1:
+            return F.batch_norm(states, self.running_mean, self.running_var, training=False, eps=self.eps)
+        return super().forward(states)
+
+
 class VLBertForRetrieval(VLBertTaskModule):
     """Batches with `text` only -> `text_embedding` [B, E]; with boxes only -> `image_embedding` [B, E]; with both
     -> `match_logits` [B]; with both and `image_index` -> the training loss (see the module docstring)."""
@@ -49,8 +63,8 @@ class VLBertForRetrieval(VLBertTaskModule):
         nn.init.normal_(self.aux_text_visual_embedding.weight, std=net.VLBERT.initializer_range)
         self.itc_text_proj = nn.Linear(net.VLBERT.hidden_size, int(net.ITC_DIM))
         self.itc_image_proj = nn.Linear(net.VLBERT.hidden_size, int(net.ITC_DIM))
-        self.itc_text_norm = nn.BatchNorm1d(net.VLBERT.hidden_size, affine=False)
-        self.itc_image_norm = nn.BatchNorm1d(net.VLBERT.hidden_size, affine=False)
+        self.itc_text_norm = Standardise(net.VLBERT.hidden_size)
+        self.itc_image_norm = Standardise(net.VLBERT.hidden_size)
 
     @classmethod
     def build(cls, cfg) -> VLBertForRetrieval:
@@ -65,15 +79,14 @@ class VLBertForRetrieval(VLBertTaskModule):
         no_objects = visual.new_zeros(ids.shape[0], 1, visual.shape[-1] + self.cfg.NETWORK.VLBERT.hidden_size)
         states = self.vlbert(ids, torch.zeros_like(ids), visual, ids > 0, no_objects,
                              ids.new_zeros(ids.shape[0], 1, dtype=torch.bool), output_all_encoded_layers=False)
-        return F.normalize(self.itc_text_proj(standardise(self.itc_text_norm, states.encoded[:, 0])).float(), dim=-1)
+        return F.normalize(self.itc_text_proj(self.itc_text_norm(states.encoded[:, 0])).float(), dim=-1)
 
     def embed_image(self, obj_reps: Tensor, box_mask: Tensor) -> Tensor:
         """obj_reps [B, N, D], box_mask [B, N] -> [B, E] unit vectors of `[CLS] [SEP]` over the boxes (its [CLS]
         state)."""
         ids = torch.tensor([self.cls_id, self.sep_id], device=obj_reps.device).expand(obj_reps.shape[0], -1)
         states = pair_states(self, ids, obj_reps, box_mask)
-        return F.normalize(self.itc_image_proj(standardise(self.itc_image_norm, states.encoded[:, 0])).float(),
-                           dim=-1)
+        return F.normalize(self.itc_image_proj(self.itc_image_norm(states.encoded[:, 0])).float(), dim=-1)
 
     # ---- the second stage ------------------------------------------------------------------------------------
     def match_logits(self, ids: Tensor, obj_reps: Tensor, box_mask: Tensor) -> Tensor:
@@ -109,13 +122,6 @@ class VLBertForRetrieval(VLBertTaskModule):
         itm = F.binary_cross_entropy_with_logits(logits, labels)
         return {"itc_loss": itc, "itm_loss": itm, "loss": itc + itm, "match_logits": logits, "match_labels": labels,
                 "similarity": similarity.detach()}
-
-
-def standardise(norm: nn.BatchNorm1d, states: Tensor) -> Tensor:
-    """`norm(states)`; a training batch of one row has no spread of its own and reads the running statistics."""
-    if norm.training and states.shape[0] == 1:
-        return F.batch_norm(states, norm.running_mean, norm.running_var, training=False, eps=norm.eps)
-    return norm(states)
 
 
 def contrastive_loss(similarity: Tensor, positive: Tensor) -> Tensor:
