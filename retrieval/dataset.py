@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import random
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -79,11 +80,11 @@ class KarpathySplit:
 def interleaved_captions(text_image: Sequence[int]) -> list[int]:
     """Caption indices in rounds: the first caption of every image (file order), then every second one, ...; so
     that consecutive captions, and an unshuffled batch of them, show different images."""
-    rounds: dict[int, int] = {}
+    rounds: Counter[int] = Counter()
     keys = []
     for text, image in enumerate(text_image):
-        keys.append((rounds.get(image, 0), image, text))
-        rounds[image] = rounds.get(image, 0) + 1
+        keys.append((rounds[image], image, text))
+        rounds[image] += 1
     return [text for _, _, text in sorted(keys)]
 
 

@@ -70,18 +70,19 @@ def final_scores(candidates: Candidates, pair_logits: dict[tuple[int, int], floa
     similarity (the dual encoder alone; `pair_logits` is not read). Every other entry is -inf, below them all."""
     if rescore not in RESCORE_RULES:
         raise ValueError(f"unknown re-scoring rule {rescore!r}; choose one of {RESCORE_RULES}")
-    with_similarity = rescore != "itm"
-    with_logit = rescore != "itc"
+    with_similarity, with_logit = rescore != "itm", rescore != "itc"
+
+    def score(text: int, image: int, similarity: float) -> float:
+        return (pair_logits[(text, image)] if with_logit else 0.0) + (similarity if with_similarity else 0.0)
+
     t2i = torch.full((num_texts, num_images), float("-inf"), dtype=torch.float64)
     i2t = torch.full((num_images, num_texts), float("-inf"), dtype=torch.float64)
     for text, (images, sims) in enumerate(zip(candidates.t2i_index.tolist(), candidates.t2i_similarity.tolist(),
                                               strict=True)):
         for image, sim in zip(images, sims, strict=True):
-            t2i[text, image] = ((pair_logits[(text, image)] if with_logit else 0.0)
-                                 + (sim if with_similarity else 0.0))
+            t2i[text, image] = score(text, image, sim)
     for image, (texts, sims) in enumerate(zip(candidates.i2t_index.tolist(), candidates.i2t_similarity.tolist(),
                                               strict=True)):
         for text, sim in zip(texts, sims, strict=True):
-            i2t[image, text] = ((pair_logits[(text, image)] if with_logit else 0.0)
-                                 + (sim if with_similarity else 0.0))
+            i2t[image, text] = score(text, image, sim)
     return i2t, t2i
