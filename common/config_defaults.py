@@ -114,6 +114,9 @@ _C.NETWORK.BACKBONE_ARGS = []
 _C.NETWORK.VISUAL_TOKENS = "regions"
 # Grid mode: average-pool this many x this many stride-16 cells into one token (2 = stride 32, 4x fewer tokens).
 _C.NETWORK.GRID_POOL = 1
+# Standardise every visual token's projected feature per dimension (batch statistics in training, running ones at
+# evaluation), the whole-image token with its own statistics (docs/VISUAL_FRONTENDS.md). Off in the original configs.
+_C.NETWORK.STANDARDISE_VISUAL_TOKENS = False
 
 _C.NETWORK.VLBERT = ConfigNode()
 # Freeze the word embedding table.

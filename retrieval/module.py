@@ -28,21 +28,8 @@ from torch import Tensor, nn
 
 from common.data.tokenizer import BertTokenizer
 from common.model.image_text import check_matching_config, matching_head, pair_states, pooled_pair_states
+from common.model.standardise import Standardise
 from common.model.task_base import VLBertTaskModule
-
-
-class Standardise(nn.BatchNorm1d):
-    """Per-dimension standardisation of [B, C] rows (BatchNorm1d without affine parameters: batch statistics in
-    training, running ones at evaluation); a training batch of one row has no spread of its own and reads the
-    running statistics."""
-
-    def __init__(self, num_features: int):
-        super().__init__(num_features, affine=False)
-
-    def forward(self, states: Tensor) -> Tensor:
-        if self.training and states.shape[0] == 1:
-            return F.batch_norm(states, self.running_mean, self.running_var, training=False, eps=self.eps)
-        return super().forward(states)
 
 
 class VLBertForRetrieval(VLBertTaskModule):

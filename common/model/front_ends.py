@@ -60,5 +60,15 @@ def check_task_allows(cfg: Any, needs_regions: str | None) -> None:
 
 
 def build_visual_front_end(cfg: Any) -> nn.Module:
-    """The front-end the config asks for; held by every task module as `image_feature_extractor`."""
-    return VISUAL_FRONT_ENDS[front_end_name(cfg)](cfg)
+    """The front-end the config asks for; held by every task module as `image_feature_extractor`. With
+    NETWORK.STANDARDISE_VISUAL_TOKENS its tokens are standardised, the whole-image one apart (region 0 of cells and
+    patches, and box 0 of the box front-ends when DATASET.ADD_IMAGE_AS_A_BOX)."""
+    name = front_end_name(cfg)
+    front_end = VISUAL_FRONT_ENDS[name](cfg)
+    if cfg.NETWORK.STANDARDISE_VISUAL_TOKENS:
+        if not hasattr(front_end, "standardise_tokens"):
+            raise ValueError(f"NETWORK.STANDARDISE_VISUAL_TOKENS true: the {name!r} front-end "
+                             f"({type(front_end).__name__}) has no `standardise_tokens`; set the key false")
+        whole_image_first = name in ("grid", "patches") or bool(cfg.DATASET.ADD_IMAGE_AS_A_BOX)
+        front_end.standardise_tokens(whole_image_first=whole_image_first)
+    return front_end

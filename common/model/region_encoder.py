@@ -1,5 +1,6 @@
 """What the box-based front-ends share: per-box raw feature + box geometry (+ class embedding) -> `obj_downsample`
 (Dropout, Linear, ReLU) -> `obj_reps`, the MVRC masking of raw features, and `encode(batch)` (the seam's entry).
+With NETWORK.STANDARDISE_VISUAL_TOKENS, `obj_reps` are standardised per dimension (`standardise_tokens`).
 
 A subclass supplies `raw_features` (FastRCNN: ResNet + RoIAlign; PrecomputedRegions: the batch's box features).
 """
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from common.model.box_geometry import box_geometry_embedding
+from common.model.standardise import Standardise
 from common.model.visual_frontend import VisualFeatures, trim_to_longest, valid_box_mask
 
 GEOMETRY_DIM = 2048
@@ -37,6 +39,20 @@ class RegionEncoder(nn.Module):
         self.object_embed = nn.Embedding(NUM_OBJECT_CLASSES, SEMANTIC_DIM) if semantic else None
         in_dim = GEOMETRY_DIM + self.feature_dim + (SEMANTIC_DIM if semantic else 0)
         self.obj_downsample = nn.Sequential(nn.Dropout(0.1), nn.Linear(in_dim, final_dim), nn.ReLU(inplace=True))
+        self.image_norm = self.region_norm = None
+
+    def standardise_tokens(self, whole_image_first: bool) -> None:
+        """NETWORK.STANDARDISE_VISUAL_TOKENS: standardise each projected token per dimension (`Standardise`: batch
+        statistics in training, running ones at evaluation), the whole-image tokens (box 0 when `whole_image_first`)
+        with statistics of their own (`image_norm`), the other boxes with `region_norm`.
+
+        Without it, one component shared by every token (the ReLU projection's mean, the whole-image box's constant
+        geometry) dominates `obj_reps`, and the whole-image token, which every text token reads, varies little from
+        image to image (docs/VISUAL_FRONTENDS.md). Adds buffers only (no parameters), so the optimizer state layout
+        is unchanged; the original configs leave it off."""
+        final_dim = self.obj_downsample[1].out_features
+        self.image_norm = Standardise(final_dim) if whole_image_first else None
+        self.region_norm = Standardise(final_dim)
 
     def raw_features(self, images: Tensor | None, boxes: Tensor, box_index: Tensor, box_features: Tensor | None,
                      segms: Tensor | None) -> Tensor:
@@ -91,12 +107,25 @@ class RegionEncoder(nn.Module):
             masked = (mvrc_ops[box_index[:, 0], box_index[:, 1]] == 1).unsqueeze(1)
             feats = torch.where(masked, mask_visual_embed.to(feats.dtype).expand_as(feats), feats)
         final = self.project(feats, boxes, im_info, box_index, labels)
+        if self.region_norm is not None:
+            final = self.standardised(final, box_index)
 
         batch, num_boxes = box_mask.shape
         where = (box_index[:, 0], box_index[:, 1])
         outputs.update(obj_reps=final.new_zeros(batch, num_boxes, final.shape[-1]).index_put(where, final),
                        obj_reps_raw=feats.new_zeros(batch, num_boxes, feats.shape[-1]).index_put(where, feats))
         return outputs
+
+    def standardised(self, final: Tensor, box_index: Tensor) -> Tensor:
+        """[K, final_dim] projected tokens -> the same standardised, whole-image rows and the others apart."""
+        whole = box_index[:, 1] == 0
+        if self.image_norm is None:
+            whole = torch.zeros_like(whole)
+        out = torch.empty_like(final)
+        for rows, norm in ((whole, self.image_norm), (~whole, self.region_norm)):
+            if bool(rows.any()):
+                out[rows] = norm(final[rows]).to(final.dtype)
+        return out
 
     def project(self, feats: Tensor, boxes: Tensor, im_info: Tensor, box_index: Tensor,
                 labels: Tensor | None) -> Tensor:

@@ -23,7 +23,7 @@ def network_cfg(**changes) -> EasyDict:
     net = dict(IMAGE_NUM_LAYERS=18, IMAGE_C5_DILATED=True, IMAGE_STRIDE_IN_1x1=True, IMAGE_PRETRAINED="",
                IMAGE_PRETRAINED_EPOCH=0, IMAGE_FROZEN_BACKBONE_STAGES=[1, 2], IMAGE_FROZEN_BN=True, IMAGE_FINAL_DIM=16,
                IMAGE_SEMANTIC=False, IMAGE_FEAT_PRECOMPUTED=False, OUTPUT_CONV5=False, ENABLE_CNN_REG_LOSS=False,
-               IMAGE_CHANNELS_LAST=False)
+               IMAGE_CHANNELS_LAST=False, STANDARDISE_VISUAL_TOKENS=False)
     net.update(changes)
     return EasyDict(NETWORK=net)
 

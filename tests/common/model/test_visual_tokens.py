@@ -25,7 +25,8 @@ def network_cfg(**changes) -> EasyDict:
     net = dict(IMAGE_NUM_LAYERS=18, IMAGE_C5_DILATED=False, IMAGE_STRIDE_IN_1x1=True, IMAGE_PRETRAINED="",
                IMAGE_PRETRAINED_EPOCH=0, IMAGE_FROZEN_BACKBONE_STAGES=[1], IMAGE_FROZEN_BN=True, IMAGE_FINAL_DIM=16,
                IMAGE_SEMANTIC=False, IMAGE_FEAT_PRECOMPUTED=False, OUTPUT_CONV5=False, ENABLE_CNN_REG_LOSS=False,
-               IMAGE_CHANNELS_LAST=False, BACKBONE="resnet", BACKBONE_ARGS=[], VISUAL_TOKENS="regions", GRID_POOL=1)
+               IMAGE_CHANNELS_LAST=False, BACKBONE="resnet", BACKBONE_ARGS=[], VISUAL_TOKENS="regions", GRID_POOL=1,
+               STANDARDISE_VISUAL_TOKENS=False)
     net.update(changes)
     return EasyDict(NETWORK=net)
 
