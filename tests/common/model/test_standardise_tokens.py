@@ -10,6 +10,7 @@ from easydict import EasyDict
 from common.model import front_ends
 from common.model.front_ends import build_visual_front_end
 from common.model.standardise import Standardise
+from tests.common.model.test_visual_tokens import network_cfg
 
 TINY_VIT = ["embed_dim=32", "depth=2", "num_heads=2"]
 IM_INFO = torch.tensor([[96.0, 64.0, 1.0, 1.0], [60.0, 48.0, 1.0, 1.0], [80.0, 64.0, 1.0, 1.0]])
@@ -22,12 +23,8 @@ EPS = 1e-5  # BatchNorm1d's
 
 
 def cfg(standardise: bool = True, whole_image: bool = True, **network) -> EasyDict:
-    net = dict(IMAGE_NUM_LAYERS=18, IMAGE_C5_DILATED=False, IMAGE_STRIDE_IN_1x1=True, IMAGE_PRETRAINED="",
-               IMAGE_PRETRAINED_EPOCH=0, IMAGE_FROZEN_BACKBONE_STAGES=[1], IMAGE_FROZEN_BN=True, IMAGE_FINAL_DIM=16,
-               IMAGE_SEMANTIC=False, IMAGE_FEAT_PRECOMPUTED=True, OUTPUT_CONV5=False, ENABLE_CNN_REG_LOSS=False,
-               IMAGE_CHANNELS_LAST=False, BACKBONE="resnet", BACKBONE_ARGS=[], VISUAL_TOKENS="regions", GRID_POOL=1,
-               STANDARDISE_VISUAL_TOKENS=standardise)
-    net.update(network)
+    """test_visual_tokens' network keys, precomputed features unless `network` says otherwise, and the dataset key."""
+    net = network_cfg(**{"IMAGE_FEAT_PRECOMPUTED": True, **network, "STANDARDISE_VISUAL_TOKENS": standardise}).NETWORK
     return EasyDict(NETWORK=net, DATASET=dict(ADD_IMAGE_AS_A_BOX=whole_image))
 
 
