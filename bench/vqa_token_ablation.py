@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 from collections import defaultdict
 
 import torch
@@ -65,22 +63,16 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     from common.config import load_config
     from common.data.loader import make_loader
-    from common.model.state_dict_io import read_checkpoint_file
+    from common.engine.evaluate import load_module_for_inference
+    from vqa.details import annotation_types
     from vqa.task import TASK, build_vqa_dataset
 
     cfg = load_config(args.cfg, list(args.opts), add_task_defaults=TASK.add_defaults)
     if not cfg.DATASET.ADD_IMAGE_AS_A_BOX:
         raise ValueError(f"{args.cfg}: DATASET.ADD_IMAGE_AS_A_BOX is false, so box 0 is not the whole image")
-    module = TASK.build_module(cfg)
-    state = read_checkpoint_file(args.ckpt)
-    state = state.get("state_dict", state)
-    module.load_state_dict({key.removeprefix("module."): value for key, value in state.items()})
-    module.eval()
+    module = load_module_for_inference(TASK, cfg, args.ckpt)
     dataset = build_vqa_dataset(cfg, "val")
-    answer_types = {}
-    for name in str(cfg.DATASET.VAL_IMAGE_SET).split("+"):
-        with open(os.path.join(dataset.data_path, "vqa", f"v2_mscoco_{name}_annotations.json")) as f:
-            answer_types.update((a["question_id"], a["answer_type"]) for a in json.load(f)["annotations"])
+    answer_types = {qid: types["answer_type"] for qid, types in annotation_types(dataset).items()}
     loader = make_loader(dataset, cfg, "val", None)
     results = {mode: soft_accuracy_by_type(module, loader, answer_types, dataset.question_id, mode) for mode in MODES}
     keys = list(results["all"])
