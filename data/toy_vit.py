@@ -1,12 +1,20 @@
-"""A stand-in for pretrained ViT weights in the toy world: a small timm ViT trained to name the shape and colour of
-toy objects, patch by patch, so that its patch tokens, grid cells and RoI features all carry what the toy tasks ask.
+"""A stand-in for pretrained ViT weights in the toy world: a small timm ViT trained on toy scenes to name the shape
+and colour of each object and to tell which shapes and colours a scene holds, so that its RoI features, grid cells,
+patch tokens and class token all carry what the toy tasks ask.
 
-It reads the object crops of `data/toy_backbone.py` laid out as a mosaic (GRID x GRID crops in one image, some
-mosaics shrunk to 3/4 so that objects come at the toy scenes' scale); each crop's label is predicted from the mean of
-its patch tokens, and the class token predicts which shapes and colours the mosaic holds. The model runs through
-`TimmBackbone` (RGB order, padding) exactly as the front-ends run it, and the weights are written in timm's layout:
+It reads freshly sampled toy scenes (never the files of a generated world, so no split leaks), resized and
+normalised as the tasks read images (SCALES 144 / 240, the ViT's PIXEL_MEANS / PIXEL_STDS), through `TimmBackbone`
+(RGB order, padding) exactly as the front-ends run it. Three heads, one per way the front-ends read the ViT:
 
-    python data/toy_vit.py --out model/pretrained_model/vit-toy.pth      # ~3 CPU minutes
+- each object's shape and colour from its box under RoIAlign (the `regions` front-end's pooling);
+- which shapes and colours the scene holds from the mean of the patch tokens (what a whole-image box or the mean of
+  the cells sums up);
+- the same from the class token (the `patches` front-end's whole-image token).
+
+Objects are placed anywhere, not on the 16-pixel patch grid, so what the ViT learns holds for boxes of the scenes
+(a ViT trained on grid-aligned crops names shapes much worse off the grid). The weights are written in timm's layout:
+
+    python data/toy_vit.py --out model/pretrained_model/vit-toy.pth      # ~5 CPU minutes
 
 then NETWORK.BACKBONE vit_tiny_patch16_224, NETWORK.BACKBONE_ARGS, PIXEL_MEANS and PIXEL_STDS as printed (the
 statistics of timm's ViT weights), NETWORK.IMAGE_PRETRAINED the file.
@@ -18,89 +26,106 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
 
-from common.data.transforms import CAFFE_PIXEL_MEANS
+from common.data.transforms import resize, to_normalized_tensor
 from common.engine.checkpoint import save_atomic
+from common.model.fast_rcnn import ROI_SCALE, ROI_SIZE
 from common.model.timm_backbone import FEATURE_STRIDE, TimmBackbone, parse_backbone_args, pixel_statistics
-from data.toy_backbone import CROP, HEADS, crop_batch, head_losses, train_steps
+from data.shape_world.generate import WORLD_SIZES
+from data.shape_world.vocab import COLOUR_NAMES, SHAPE_NAMES
+from data.shape_world.world import render, sample_scene
+from data.toy_backbone import HEADS, head_losses, train_steps
 
 log = logging.getLogger("data.toy_vit")
 ARCH = "vit_tiny_patch16_224"
 ARGS = ("depth=4", "embed_dim=128", "num_heads=4", "img_size=192")  # NETWORK.BACKBONE_ARGS of the toy configs
-GRID = 3  # crops per mosaic side: 3 x 64 = 192 pixels = 12 x 12 patches
+MIN_SIZE, MAX_SIZE = 144, 240  # SCALES of the toy configs
 NUM_LABELS = sum(width for _, width in HEADS)
 
 
-def mosaic_batch(rng: np.random.Generator, count: int, small: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`count` mosaics [count, 3, S, S] of GRID x GRID crops (S = 192, or 144 when `small`) and their crop labels
-    [count, GRID, GRID, 2] (shape, colour)."""
-    crops, labels = crop_batch(rng, count * GRID * GRID)
-    tile = CROP * 3 // 4 if small else CROP
-    if small:
-        crops = F.interpolate(crops, size=(tile, tile), mode="bilinear", align_corners=False, antialias=True)
-    rows = crops.view(count, GRID, GRID, 3, tile, tile).permute(0, 3, 1, 4, 2, 5)
-    return rows.reshape(count, 3, GRID * tile, GRID * tile), labels.view(count, GRID, GRID, 2)
+def scene_batch(rng: np.random.Generator, count: int, means: list[float],
+                stds: list[float]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """`count` new scenes of one image size, as the tasks read them: images [count, 3, H, W] (BGR, the ViT's pixel
+    statistics), per scene its object boxes [n, 4] in the resized image and their labels [n, 2] (shape, colour)."""
+    sizes = WORLD_SIZES["demo"].image_sizes
+    width, height = sizes[int(rng.integers(len(sizes)))]
+    images, boxes, labels = [], [], []
+    for _ in range(count):
+        scene = sample_scene(rng, width, height)
+        picture, scaled, _ = resize(render(scene), torch.tensor([o.box for o in scene.objects], dtype=torch.float32),
+                                    MIN_SIZE, MAX_SIZE)
+        images.append(to_normalized_tensor(picture, means, stds))
+        boxes.append(scaled)
+        labels.append(torch.tensor([[SHAPE_NAMES.index(o.shape), COLOUR_NAMES.index(o.colour)]
+                                    for o in scene.objects]))
+    return torch.stack(images), boxes, labels
 
 
-def renormalize(images: torch.Tensor, means: list[float], stds: list[float]) -> torch.Tensor:
-    """Crops preprocessed as the toy ResNet's (BGR 0-255 minus the Caffe means) -> the ViT's NETWORK.PIXEL_MEANS /
-    PIXEL_STDS (a ViT without BatchNorm after its first layer needs inputs of unit scale)."""
-    shift = torch.tensor(CAFFE_PIXEL_MEANS) - torch.tensor(means)
-    return (images + shift.view(1, 3, 1, 1)) / torch.tensor(stds).view(1, 3, 1, 1)
+def presence_targets(labels: list[torch.Tensor]) -> torch.Tensor:
+    """Per scene [n, 2] object labels -> [count, NUM_LABELS] multi-hot: which shapes and colours the scene holds."""
+    out = torch.zeros(len(labels), NUM_LABELS)
+    for i, scene in enumerate(labels):
+        out[i, scene[:, 0]] = 1
+        out[i, HEADS[0][1] + scene[:, 1]] = 1
+    return out
 
 
 class ToyViTTrainer(nn.Module):
-    """The backbone, a per-crop head on the mean of each crop's patch tokens and a presence head on the class token."""
+    """The backbone and its three heads: objects from their RoIs, presence from the mean patch and the class token."""
 
     def __init__(self, backbone: TimmBackbone):
         super().__init__()
         self.backbone = backbone
-        self.crop_head = nn.Linear(backbone.out_channels, NUM_LABELS)
-        self.presence_head = nn.Linear(backbone.out_channels, NUM_LABELS)
+        self.object_head = nn.Linear(backbone.out_channels, NUM_LABELS)
+        self.mean_presence_head = nn.Linear(backbone.out_channels, NUM_LABELS)
+        self.class_presence_head = nn.Linear(backbone.out_channels, NUM_LABELS)
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> crop logits [B * GRID * GRID, NUM_LABELS] (row-major crops) and presence logits [B, NUM_LABELS]."""
+    def forward(self, images: torch.Tensor,
+                boxes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> object logits [sum n, NUM_LABELS], presence logits from the mean patch and from the class token
+        [count, NUM_LABELS]."""
         fmap, class_token = self.backbone.tokens(images)
-        per_crop = F.adaptive_avg_pool2d(fmap, GRID).permute(0, 2, 3, 1).reshape(-1, fmap.shape[1])
-        return self.crop_head(per_crop), self.presence_head(class_token)
+        rois = roi_align(fmap, boxes, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE, sampling_ratio=1,
+                         aligned=False).mean(dim=(2, 3))
+        return (self.object_head(rois), self.mean_presence_head(fmap.mean(dim=(2, 3))),
+                self.class_presence_head(class_token))
 
 
-def presence_targets(labels: torch.Tensor) -> torch.Tensor:
-    """[B, GRID, GRID, 2] crop labels -> [B, NUM_LABELS] multi-hot: which shapes and colours the mosaic holds."""
-    flat = labels.flatten(1, 2)
-    shapes = F.one_hot(flat[..., 0], HEADS[0][1]).amax(1)
-    colours = F.one_hot(flat[..., 1], HEADS[1][1]).amax(1)
-    return torch.cat([shapes, colours], 1).float()
+def step_loss(model: ToyViTTrainer, images: torch.Tensor, boxes: list[torch.Tensor],
+              labels: list[torch.Tensor]) -> tuple[torch.Tensor, list[float]]:
+    """Objects' shape and colour cross-entropies plus both presence losses; accuracies per object head."""
+    object_logits, mean_presence, class_presence = model(images, boxes)
+    loss, accuracies = head_losses(object_logits, torch.cat(labels))
+    targets = presence_targets(labels)
+    loss = (loss + F.binary_cross_entropy_with_logits(mean_presence, targets)
+            + F.binary_cross_entropy_with_logits(class_presence, targets))
+    return loss, accuracies
 
 
-def step_loss(model: ToyViTTrainer, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
-    crop_logits, presence_logits = model(images)
-    loss, accuracies = head_losses(crop_logits, labels.view(-1, 2))
-    presence = F.binary_cross_entropy_with_logits(presence_logits, presence_targets(labels))
-    return loss + presence, accuracies
-
-
-def train(out: str, steps: int = 600, batch: int = 8, seed: int = 0, lr: float = 2e-3,
-          held_out: int = 32) -> dict[str, float]:
-    """Train and write the trunk's weights to `out` (atomically); returns the per-crop accuracy per head on
-    `held_out` new mosaics at the toy scenes' scale."""
+def train(out: str, steps: int = 1200, batch: int = 8, seed: int = 0, lr: float = 2e-3,
+          held_out: int = 64) -> dict[str, float]:
+    """Train and write the trunk's weights to `out` (atomically); returns the per-object accuracy per head on the
+    objects of `held_out` new scenes."""
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 9300])
     backbone = TimmBackbone(ARCH, parse_backbone_args(ARGS), frozen_stages=())
     model = ToyViTTrainer(backbone)
     means, stds = pixel_statistics(backbone)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
-
-    def batch_loss(step: int) -> tuple[torch.Tensor, list[float]]:
-        images, labels = mosaic_batch(rng, batch, small=bool(step % 2))
-        return step_loss(model, renormalize(images, means, stds), labels)
-
-    train_steps(model, optimizer, lr, steps, batch_loss)
+    train_steps(model, optimizer, lr, steps, lambda step: step_loss(model, *scene_batch(rng, batch, means, stds)))
+    held_out_rng = np.random.default_rng([seed, 9400])
+    correct, total = torch.zeros(len(HEADS)), 0
     with torch.no_grad():
-        images, labels = mosaic_batch(np.random.default_rng([seed, 9400]), held_out, small=True)
-        _, accuracies = step_loss(model, renormalize(images, means, stds), labels)
-    result = {name: acc for (name, _), acc in zip(HEADS, accuracies, strict=True)}
-    log.info("held-out accuracy per crop: %s", ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
+        for _ in range(0, held_out, batch):
+            images, boxes, labels = scene_batch(held_out_rng, batch, means, stds)
+            _, accuracies = step_loss(model, images, boxes, labels)
+            count = sum(len(scene) for scene in labels)
+            correct += torch.tensor(accuracies) * count
+            total += count
+    result = {name: float(c / total) for (name, _), c in zip(HEADS, correct, strict=True)}
+    log.info("held-out accuracy per object (%d objects): %s", total,
+             ", ".join(f"{k} {v:.3f}" for k, v in result.items()))
     save_atomic(backbone.trunk.state_dict(), out)
     log.info("wrote %s: NETWORK.BACKBONE %s, NETWORK.BACKBONE_ARGS %s, NETWORK.IMAGE_PRETRAINED %s, "
              "NETWORK.PIXEL_MEANS %s, NETWORK.PIXEL_STDS %s (stride %d)", out, ARCH, list(ARGS), out, means, stds,
@@ -111,8 +136,8 @@ def train(out: str, steps: int = 600, batch: int = 8, seed: int = 0, lr: float =
 def main(argv=None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="model/pretrained_model/vit-toy.pth", help="weights file to write")
-    parser.add_argument("--steps", type=int, default=600, help="training steps")
-    parser.add_argument("--batch", type=int, default=8, help=f"mosaics per step ({GRID * GRID} crops each)")
+    parser.add_argument("--steps", type=int, default=1200, help="training steps")
+    parser.add_argument("--batch", type=int, default=8, help="scenes per step")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -84,13 +84,13 @@ def toy_backbone_weights(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def toy_vit_weights(tmp_path_factory) -> str:
-    """`data/toy_vit.py` weights (a 4-block timm ViT on mosaics of toy crops, as `make toy-vit`), trained once per
+    """`data/toy_vit.py` weights (a 4-block timm ViT trained on toy scenes, as `make toy-vit`), trained once per
     session (slow: a few CPU minutes); the grid / patches / ViT-region toy configs read them as IMAGE_PRETRAINED."""
     from data.toy_vit import train
 
     out = str(tmp_path_factory.mktemp("toy_vit") / "vit-toy.pth")
     accuracy = train(out)
-    assert accuracy["colour"] > 0.9 and accuracy["shape"] > 0.5, f"toy ViT held-out accuracy per crop {accuracy}"
+    assert accuracy["colour"] > 0.9 and accuracy["shape"] > 0.5, f"toy ViT held-out accuracy per object {accuracy}"
     return out
 
 
