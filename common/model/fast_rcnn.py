@@ -158,7 +158,11 @@ class FastRCNN(RegionEncoder):
         return self
 
     def bn_eval(self) -> None:
-        set_batchnorm_eval(self)
+        """NETWORK.IMAGE_FROZEN_BN: the image network's BatchNorms (backbone, C5 head) run on their running
+        statistics; the token standardisation after the projection (STANDARDISE_VISUAL_TOKENS) keeps its mode."""
+        set_batchnorm_eval(self.backbone)
+        if self.roi_head_feature_extractor is not None:
+            set_batchnorm_eval(self.roi_head_feature_extractor)
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def roi_features(self, images: Tensor, boxes: Tensor, box_index: Tensor, segms: Tensor | None) -> Tensor:

@@ -135,6 +135,33 @@ def test_grid_cells_standardise_the_whole_image_token_across_the_batch():
     torch.testing.assert_close(obj_reps[:, 1:][box_mask[:, 1:]], by_hand(pre[~whole]))
 
 
+ON_IMAGES = {  # front-ends on images with NETWORK.IMAGE_FROZEN_BN true (network_cfg's default)
+    "regions, original ResNet": FRONT_ENDS["fast_rcnn"],
+    "regions, timm ViT": dict(FRONT_ENDS["fast_rcnn"], BACKBONE="vit_tiny_patch16_224", BACKBONE_ARGS=TINY_VIT),
+    "grid": FRONT_ENDS["grid"],
+    "patches": FRONT_ENDS["patches"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ON_IMAGES))
+def test_frozen_batchnorm_of_the_image_network_leaves_the_standardisation_training(name):
+    """IMAGE_FROZEN_BN keeps the image network's BatchNorms on running statistics; the standardisation still reads
+    the batch's statistics in training and updates its running ones."""
+    model = build_visual_front_end(cfg(**ON_IMAGES[name])).train()
+    assert model.image_norm.training and model.region_norm.training
+    frozen = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+              and not isinstance(m, Standardise)]
+    assert all(not m.training for m in frozen)
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(3, 3, 64, 96), "boxes": BOXES, "im_info": IM_INFO}
+    obj_reps, pre = projected(model, batch)
+    box_mask = model.encode(batch).box_mask
+    whole = box_mask.nonzero()[:, 1] == 0
+    torch.testing.assert_close(obj_reps[:, 0], by_hand(pre[whole]))
+    torch.testing.assert_close(obj_reps[:, 1:][box_mask[:, 1:]], by_hand(pre[~whole]))
+    assert model.image_norm.num_batches_tracked == 2 and model.image_norm.running_var.ne(1).all()
+
+
 def test_a_front_end_without_the_method_is_refused_naming_the_key(monkeypatch):
     monkeypatch.setitem(front_ends.VISUAL_FRONT_ENDS, "precomputed", lambda cfg: torch.nn.Identity())
     with pytest.raises(ValueError, match="NETWORK.STANDARDISE_VISUAL_TOKENS"):
