@@ -14,7 +14,7 @@ normalised as the tasks read images (SCALES 144 / 240, the ViT's PIXEL_MEANS / P
 Objects are placed anywhere, not on the 16-pixel patch grid, so what the ViT learns holds for boxes of the scenes
 (a ViT trained on grid-aligned crops names shapes much worse off the grid). The weights are written in timm's layout:
 
-    python data/toy_vit.py --out model/pretrained_model/vit-toy.pth      # ~5 CPU minutes
+    python data/toy_vit.py --out model/pretrained_model/vit-toy.pth      # ~4 CPU minutes
 
 then NETWORK.BACKBONE vit_tiny_patch16_224, NETWORK.BACKBONE_ARGS, PIXEL_MEANS and PIXEL_STDS as printed (the
 statistics of timm's ViT weights), NETWORK.IMAGE_PRETRAINED the file.
@@ -26,11 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_align
 
 from common.data.transforms import resize, to_normalized_tensor
 from common.engine.checkpoint import save_atomic
-from common.model.fast_rcnn import ROI_SCALE, ROI_SIZE
+from common.model.fast_rcnn import pool_rois
 from common.model.timm_backbone import FEATURE_STRIDE, TimmBackbone, parse_backbone_args, pixel_statistics
 from data.shape_world.generate import WORLD_SIZES
 from data.shape_world.vocab import COLOUR_NAMES, SHAPE_NAMES
@@ -86,8 +85,7 @@ class ToyViTTrainer(nn.Module):
         """-> object logits [sum n, NUM_LABELS], presence logits from the mean patch and from the class token
         [count, NUM_LABELS]."""
         fmap, class_token = self.backbone.tokens(images)
-        rois = roi_align(fmap, boxes, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE, sampling_ratio=1,
-                         aligned=False).mean(dim=(2, 3))
+        rois = pool_rois(fmap, boxes).mean(dim=(2, 3))  # what the regions front-end reads of a timm map
         return (self.object_head(rois), self.mean_presence_head(fmap.mean(dim=(2, 3))),
                 self.class_presence_head(class_token))
 

@@ -38,6 +38,15 @@ ROI_SIZE = 14
 ROI_SCALE = 1.0 / 16
 
 
+def pool_rois(feature_map: Tensor, rois: Tensor | list[Tensor]) -> Tensor:
+    """RoIAlign of the stride-16 map as the original ran it (14 x 14, float32, legacy alignment, one sample per bin):
+    [K, C, 14, 14] in the map's dtype. `rois` as torchvision takes them: [K, 5] (image, x1, y1, x2, y2) or a list of
+    [n, 4] boxes per image."""
+    pooled = roi_align(feature_map.float(), rois, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE,
+                       sampling_ratio=1, aligned=False)
+    return pooled.to(feature_map.dtype)
+
+
 class FastRCNN(RegionEncoder):
     """Per-box features [B, N, final_dim] from images [B, 3, H, W] and boxes [B, N, 4] (resized-image pixels)."""
 
@@ -172,8 +181,7 @@ class FastRCNN(RegionEncoder):
         """
         c4 = self.backbone(images)
         rois = torch.cat([box_index[:, :1].to(torch.float32), boxes[box_index[:, 0], box_index[:, 1]].float()], 1)
-        pooled = roi_align(c4.float(), rois, output_size=(ROI_SIZE, ROI_SIZE), spatial_scale=ROI_SCALE,
-                           sampling_ratio=1, aligned=False).to(c4.dtype)
+        pooled = pool_rois(c4, rois)
         if self.roi_head_feature_extractor is None:  # timm backbone: pool the RoI of the map itself
             c5 = pooled
         elif self.backbone.channels_last:
