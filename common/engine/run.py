@@ -18,12 +18,14 @@ from common.config import dataset_sections, dump_config
 from common.config_node import ConfigNode
 from common.data.loader import build_loader, epoch_batches
 from common.data.preflight import require_data
+from common.data.streaming import ShardBatches
 from common.engine.amp import MixedPrecision
 from common.engine.checkpoint import Checkpointer
 from common.engine.dist import DistEnv
 from common.engine.gpu_path import apply_gpu_path
 from common.engine.log import TrainLogger, build_train_logger
 from common.engine.lr_schedule import LRSchedule, build_lr_schedule
+from common.engine.nonfinite import loader_datasets
 from common.engine.optim import build_optimizer, total_batch_size
 from common.engine.parallel import shard_module, wrap_data_parallel
 from common.engine.state import TrainingParts, TrainState
@@ -177,7 +179,10 @@ def data_layout(cfg: ConfigNode, loader: BatchLoader, env: DistEnv) -> dict:
     """What a data position (batches done in an epoch) means: saved with it, compared on resume."""
     batch = cfg.TRAIN.BATCH_IMAGES
     batch = [int(b) for b in batch] if isinstance(batch, (list, tuple)) else int(batch)
-    return {"world_size": env.world_size, "batches_per_epoch": epoch_batches(loader), "batch_size": batch}
+    layout = {"world_size": env.world_size, "batches_per_epoch": epoch_batches(loader), "batch_size": batch}
+    if any(isinstance(dataset, ShardBatches) for _, dataset in loader_datasets(loader)):
+        layout["loader_workers"] = int(cfg.NUM_WORKERS_PER_GPU)  # shard streams are dealt out per worker
+    return layout
 
 
 def write_run_files(cfg: ConfigNode, env: DistEnv, out_dir: str) -> None:

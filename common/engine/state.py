@@ -26,7 +26,8 @@ class TrainState:
 
     The data position is (`epoch`, `batches_done`): between epochs `batches_done` is 0 and `epoch` the next one to
     run; a step checkpoint taken during epoch e holds e and the batches of e already trained (always a whole number
-    of optimizer steps). `layout` records what those batches mean (world size, batches per epoch, batch size).
+    of optimizer steps). `layout` records what those batches mean (world size, batches per epoch, batch size, and
+    for shard streams the loader workers per process, which deal the streams out).
     """
 
     epoch: int = 0  # the epoch being trained, or the next one between epochs
@@ -57,7 +58,9 @@ class TrainState:
             if hasattr(self, key):
                 setattr(self, key, value)
         saved, self.layout = self.layout, layout
-        if self.batches_done and saved and layout and saved != layout:
+        # keys both record (a checkpoint written before `loader_workers` was recorded is compared on the rest)
+        changed = [key for key in saved.keys() & layout.keys() if saved[key] != layout[key]] if saved else []
+        if self.batches_done and changed:
             done = min(round(self.batches_done * layout["batches_per_epoch"] / max(saved["batches_per_epoch"], 1)),
                        layout["batches_per_epoch"])
             log.warning("resuming epoch %d part-way under another data layout (saved %s, now %s): starting at batch "

@@ -97,3 +97,25 @@ def test_pretraining_on_shards_killed_mid_epoch_resumes_bitwise(toy_shards, voca
                                                                per_process):
     kill_and_resume(launcher, "cfgs/pretrain/toy_shards_cpu.yaml", RUN, PREFIX,
                     lambda out: shard_overrides(toy_shards, vocab_only_bert_dir, out, per_process), tmp_path)
+
+
+def test_a_shard_run_records_its_loader_workers_and_resuming_under_another_number_warns(toy_shards, minilm_dir,
+                                                                                      caplog):
+    """The workers deal the shard streams out, so a mid-epoch position means other samples under another number."""
+    from common.data.loader import build_loader
+    from common.engine.run import data_layout
+    from common.engine.state import TrainState
+
+    cfg = shard_config(toy_shards, minilm_dir, "NUM_WORKERS_PER_GPU", "2")
+    layout = data_layout(cfg, build_loader(TASK, cfg, "train", DistEnv()), DistEnv())
+    assert layout["loader_workers"] == 2
+    state = TrainState(layout=layout)
+    with caplog.at_level("WARNING"):
+        state.load_state_dict({"epoch": 1, "batches_done": 3, "layout": {**layout, "loader_workers": 0}})
+    assert state.batches_done == 3 and state.layout == layout
+    assert "'loader_workers': 0" in caplog.text and "not the uninterrupted run's" in caplog.text
+    caplog.clear()
+    older = {key: value for key, value in layout.items() if key != "loader_workers"}  # written before it was recorded
+    with caplog.at_level("WARNING"):
+        TrainState(layout=layout).load_state_dict({"epoch": 1, "batches_done": 3, "layout": older})
+    assert "another data layout" not in caplog.text
