@@ -16,6 +16,8 @@ CONFIGS = {  # mode -> (config, the toy weights fixture it reads as NETWORK.IMAG
     "grid": ("toy_cpu_grid.yaml", "toy_backbone_weights"),
     "patches": ("toy_cpu_patches.yaml", "toy_vit_weights"),
 }
+# a guard against a hung run, not a speed check: `patches` (108 tokens an image) takes about 100 minutes at one thread
+TIMEOUT_S = 4 * 3600
 
 
 @pytest.mark.slow
@@ -26,7 +28,7 @@ def test_front_end_beats_the_text_only_baseline(mode, demo_world_root, minilm_di
     cmd = ["./scripts/nondist_run.sh", "vqa/train_end2end.py", cfg, str(tmp_path / mode),
            *data_overrides(demo_world_root), "NETWORK.BERT_MODEL_NAME", minilm_dir,
            "NETWORK.IMAGE_PRETRAINED", request.getfixturevalue(weights)]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=5400)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     accuracies = [float(v) for v in re.findall(r"Val-SoftAcc=([0-9.]+)", output)]
