@@ -1,4 +1,5 @@
 # Everyday commands. `make test` sets itself up from nothing (venv + pinned requirements) and runs pytest.
+# The venv takes about 6 GB (torch is a CUDA build); pip keeps no cache of its downloads, which would double that.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,9 +11,9 @@ venv: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -r requirements-dev.txt
-	$(PY) -m pip install --no-build-isolation --no-deps -e .
+	$(PY) -m pip install --no-cache-dir --upgrade pip >/dev/null
+	$(PY) -m pip install --no-cache-dir -r requirements-dev.txt
+	$(PY) -m pip install --no-cache-dir --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
 # Fast suite (everything but tests marked slow). pytest exit code 5 ("no tests ran") is a failure here.
