@@ -23,26 +23,31 @@ def run(cmd: list[str], timeout: int) -> str:
     return output
 
 
-@pytest.mark.slow
-def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_factory, minilm_dir, toy_backbone_weights):
-    root = demo_world_root
-    out = str(tmp_path_factory.mktemp("refcoco_train"))
-    data = os.path.join(root, "coco")
-    opts = ["DATASET.DATASET_PATH", data, "NETWORK.BERT_MODEL_NAME", minilm_dir,
-            "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights]
-    run([sys.executable, "refcoco/train_end2end.py", "--cfg", TOY_CFG, "--model-dir", out, *opts], timeout=5400)
+def train_and_score(cfg: str, opts: list[str], out: str, name: str, world_root: str) -> dict:
+    """Train `cfg` with `opts` into `out`, score its best checkpoint with refcoco/test.py on val, testA and testB.
+    Returns {split: (accuracy, random-box accuracy, largest-box accuracy)} against the toy world's baselines.json."""
+    run([sys.executable, "refcoco/train_end2end.py", "--cfg", cfg, "--model-dir", out, *opts], timeout=5400)
     (best,) = glob.glob(os.path.join(out, "**", "*-best.model"), recursive=True)
-    with open(os.path.join(root, "baselines.json")) as f:
+    with open(os.path.join(world_root, "baselines.json")) as f:
         baselines = json.load(f)["refcoco+"]
     report = {}
     for split in ("val", "testA", "testB"):
-        printed = run([sys.executable, "refcoco/test.py", "--cfg", TOY_CFG, "--ckpt", best, "--split", split,
-                       "--result-path", out, "--result-name", "toy", *opts], timeout=1800)
+        printed = run([sys.executable, "refcoco/test.py", "--cfg", cfg, "--ckpt", best, "--split", split,
+                       "--result-path", out, "--result-name", name, *opts], timeout=1800)
         accuracy = float(re.search(rf"RefCOCO\+ {split} accuracy: ([0-9.]+)%", printed).group(1)) / 100
-        with open(os.path.join(out, f"toy_refcoco+_{split}.json")) as f:
-            assert len(json.load(f)) == baselines[split]["num_expressions"]
+        with open(os.path.join(out, f"{name}_refcoco+_{split}.json")) as f:
+            assert len(json.load(f)) == baselines[split]["num_expressions"], f"{name} {split}"
         trivial = baselines[split]["proposals"]
         report[split] = (accuracy, trivial["random_box"], trivial["largest_box"])
+    return report
+
+
+@pytest.mark.slow
+def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_factory, minilm_dir, toy_backbone_weights):
+    out = str(tmp_path_factory.mktemp("refcoco_train"))
+    opts = ["DATASET.DATASET_PATH", os.path.join(demo_world_root, "coco"), "NETWORK.BERT_MODEL_NAME", minilm_dir,
+            "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights]
+    report = train_and_score(TOY_CFG, opts, out, "toy", demo_world_root)
     print("RefCOCO+ toy accuracy vs (random box, largest box):", report)
     for split, (accuracy, random_box, largest_box) in report.items():
         assert accuracy > max(random_box, largest_box) + 0.10, f"{split}: {report[split]}"
