@@ -1,5 +1,6 @@
-"""Slow end-to-end checks: toy training with detected boxes beats the trivial baselines of the toy world on val,
-testA and testB (scored by refcoco/test.py), and two-process CPU training finishes twice in a row without a hang."""
+"""Slow end-to-end checks: toy training with detected boxes, on the toy ResNet-18 and on a timm ViT
+(cfgs/refcoco/toy_cpu_regions_vit.yaml), beats the trivial baselines of the toy world on val, testA and testB (scored by
+refcoco/test.py), and two-process CPU training finishes twice in a row without a hang."""
 from __future__ import annotations
 
 import glob
@@ -13,6 +14,7 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TOY_CFG = os.path.join(REPO, "cfgs", "refcoco", "toy_cpu.yaml")
+VIT_CFG = os.path.join(REPO, "cfgs", "refcoco", "toy_cpu_regions_vit.yaml")
 FAST = ["NETWORK.IMAGE_C5_DILATED", "false", "NETWORK.IMAGE_FROZEN_BACKBONE_STAGES", "[1, 2, 3, 4, 5]"]
 
 
@@ -42,15 +44,24 @@ def train_and_score(cfg: str, opts: list[str], out: str, name: str, world_root: 
     return report
 
 
+# backbone -> (config, the toy weights fixture it reads as NETWORK.IMAGE_PRETRAINED, margin over the better baseline)
+BACKBONES = {
+    "resnet": (TOY_CFG, "toy_backbone_weights", 0.10),  # the original end-to-end ResNet (toy ResNet-18)
+    "vit": (VIT_CFG, "toy_vit_weights", 0.05),  # boxes pooled from a timm ViT (toy ViT of data/toy_vit.py)
+}
+
+
 @pytest.mark.slow
-def test_toy_training_beats_largest_and_random_box(demo_world_root, tmp_path_factory, minilm_dir, toy_backbone_weights):
-    out = str(tmp_path_factory.mktemp("refcoco_train"))
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_toy_training_beats_largest_and_random_box(backbone, demo_world_root, tmp_path_factory, minilm_dir, request):
+    cfg, weights, margin = BACKBONES[backbone]
+    out = str(tmp_path_factory.mktemp(f"refcoco_{backbone}"))
     opts = ["DATASET.DATASET_PATH", os.path.join(demo_world_root, "coco"), "NETWORK.BERT_MODEL_NAME", minilm_dir,
-            "NETWORK.IMAGE_PRETRAINED", toy_backbone_weights]
-    report = train_and_score(TOY_CFG, opts, out, "toy", demo_world_root)
-    print("RefCOCO+ toy accuracy vs (random box, largest box):", report)
+            "NETWORK.IMAGE_PRETRAINED", request.getfixturevalue(weights)]
+    report = train_and_score(cfg, opts, out, backbone, demo_world_root)
+    print(f"RefCOCO+ toy accuracy, {backbone}, vs (random box, largest box):", report)
     for split, (accuracy, random_box, largest_box) in report.items():
-        assert accuracy > max(random_box, largest_box) + 0.10, f"{split}: {report[split]}"
+        assert accuracy > max(random_box, largest_box) + margin, f"{backbone} {split}: {report[split]}"
 
 
 @pytest.mark.slow
