@@ -16,7 +16,7 @@ CONFIGS = {  # mode -> (config, the toy weights fixture it reads as NETWORK.IMAG
     "grid": ("toy_cpu_grid.yaml", "toy_backbone_weights"),
     "patches": ("toy_cpu_patches.yaml", "toy_vit_weights"),
 }
-# a guard against a hung run, not a speed check: `patches` (108 tokens an image) takes about 100 minutes at one thread
+# a guard against a hung run, not a speed check: `patches` (108 tokens an image) takes 75-100 minutes at one thread
 TIMEOUT_S = 4 * 3600
 
 
